@@ -1,0 +1,236 @@
+//! The dispatcher contract, stated once.
+//!
+//! Everything the eBPF dispatcher and the userspace runtime must agree on
+//! lives here: how many slots there are, the names of the functions and maps,
+//! the layout of every map value, and the value a slot returns when it is
+//! empty. Both sides compile this crate, so they cannot drift apart.
+//!
+//! # The datapath in one paragraph
+//! The dispatcher reads [`Control::active`], a 100-bit bitmap, and calls
+//! `slot_N(ctx)` for every set bit in increasing `N`. An empty slot (no
+//! extension linked, nothing in its program array) returns [`SLOT_EMPTY`] and
+//! the dispatcher moves on. A filled slot returns an XDP action; the chain
+//! decision (`chain_decide`, or the same rule inline) then decides whether the
+//! next slot runs, from the slot's [`SlotConfig::proceed_on`] mask. When the
+//! chain runs out, the packet gets `XDP_PASS`.
+#![no_std]
+
+/// Number of slots in the dispatcher: `slot_0` .. `slot_99`.
+pub const SLOT_COUNT: usize = 100;
+
+/// Words in the active bitmap (64 slots per word).
+pub const ACTIVE_WORDS: usize = SLOT_COUNT.div_ceil(64);
+
+/// What a slot returns when nothing fills it. Not an XDP action (those are
+/// 0..=4), so the dispatcher can tell "empty" from any verdict. The eBPF side
+/// reads it through a volatile load so the compiler cannot fold it.
+pub const SLOT_EMPTY: i32 = 0x5107;
+
+/// The kernel stops tail calls after this many per packet (MAX_TAIL_CALL_CNT
+/// is 33): with the tail-call backend at most this many slots can be active.
+pub const MAX_TAIL_CALLS: usize = 33;
+
+/// Number of XDP actions counted per slot: ABORTED, DROP, PASS, TX, REDIRECT.
+pub const XDP_ACTIONS: usize = 5;
+
+/// Proceed-on mask bit for an XDP action (`1 << action`).
+pub const fn action_bit(action: u32) -> u32 {
+    1 << action
+}
+
+/// The default proceed-on mask: go on to the next slot on `XDP_PASS` only.
+pub const DEFAULT_PROCEED_ON: u32 = action_bit(2);
+
+/// Names of the programs, functions and maps in the dispatcher object.
+pub mod names {
+    /// The XDP entry point.
+    pub const DISPATCHER: &str = "dispatcher";
+    /// Slot functions are `slot_0` .. `slot_99`.
+    pub const SLOT_FN_PREFIX: &str = "slot_";
+    /// The replaceable chain-decision function.
+    pub const CHAIN_FN: &str = "chain_decide";
+    /// `Array<Control>`, one entry.
+    pub const CONTROL_MAP: &str = "CONTROL";
+    /// `Array<SlotConfig>`, one entry per slot.
+    pub const SLOTS_MAP: &str = "SLOTS";
+    /// `PerCpuArray<SlotStats>`, one entry per slot.
+    pub const STATS_MAP: &str = "STATS";
+    /// One single-entry `ProgramArray` per slot: `SLOT_PROG_0` .. `SLOT_PROG_99`.
+    pub const SLOT_PROG_MAP_PREFIX: &str = "SLOT_PROG_";
+}
+
+/// Magic in [`Control::magic`]: identifies our dispatcher on an interface.
+pub const CONTROL_MAGIC: u32 = 0x5105_d15c;
+/// Layout version of the maps below; bumped on any incompatible change.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// [`Control::flags`]: count packets and verdicts per slot in `STATS`.
+pub const FLAG_STATS: u32 = 1 << 0;
+/// [`Control::flags`]: a replacement `chain_decide` is linked; call it
+/// instead of evaluating the default rule inline.
+pub const FLAG_CUSTOM_CHAIN: u32 = 1 << 1;
+
+/// The one entry of the `CONTROL` map: what the dispatcher reads per packet.
+///
+/// Userspace writes it whole (a map update), but every change it makes
+/// flips a single bit of one byte (a slot's active bit, a flag), so a packet
+/// sees the old or the new state and never a mixture.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Control {
+    /// Bit `N % 64` of word `N / 64` set: `slot_N` runs.
+    pub active: [u64; ACTIVE_WORDS],
+    /// `FLAG_*`.
+    pub flags: u32,
+    /// [`CONTROL_MAGIC`] once userspace has initialised the dispatcher.
+    pub magic: u32,
+    /// [`LAYOUT_VERSION`].
+    pub version: u32,
+    /// Backend the interface was set up with (`BACKEND_*`).
+    pub backend: u32,
+    /// Interface index the dispatcher was attached to.
+    pub ifindex: u32,
+    /// XDP attach mode (`MODE_*`).
+    pub mode: u32,
+    /// Network namespace cookie of the interface.
+    pub netns_cookie: u64,
+    /// Interface name at attach time, NUL padded.
+    pub ifname: [u8; 16],
+}
+
+impl Control {
+    /// Is `slot`'s active bit set?
+    pub const fn is_active(&self, slot: usize) -> bool {
+        self.active[slot / 64] & (1 << (slot % 64)) != 0
+    }
+
+    /// Set or clear `slot`'s active bit.
+    pub fn set_active(&mut self, slot: usize, on: bool) {
+        let bit = 1u64 << (slot % 64);
+        if on {
+            self.active[slot / 64] |= bit;
+        } else {
+            self.active[slot / 64] &= !bit;
+        }
+    }
+
+    /// Number of active slots.
+    pub const fn active_count(&self) -> u32 {
+        let mut n = 0;
+        let mut i = 0;
+        while i < ACTIVE_WORDS {
+            n += self.active[i].count_ones();
+            i += 1;
+        }
+        n
+    }
+}
+
+/// `SlotConfig::state`: nobody holds the slot.
+pub const STATE_FREE: u32 = 0;
+/// `SlotConfig::state`: held by a live process; released when it exits.
+pub const STATE_HELD: u32 = 1;
+/// `SlotConfig::state`: pinned; stays until released.
+pub const STATE_PERSISTENT: u32 = 2;
+
+/// Backends filling a slot.
+pub const BACKEND_NONE: u32 = 0;
+/// The slot's program sits in its single-entry program array.
+pub const BACKEND_TAILCALL: u32 = 1;
+/// The slot function is replaced by an extension (freplace) through a link.
+pub const BACKEND_FREPLACE: u32 = 2;
+
+/// XDP attach modes recorded in [`Control::mode`].
+pub const MODE_SKB: u32 = 1;
+/// Native (driver) mode.
+pub const MODE_NATIVE: u32 = 2;
+
+/// Length of [`SlotConfig::name`].
+pub const NAME_LEN: usize = 32;
+
+/// One entry of the `SLOTS` map per slot: the datapath reads `proceed_on`;
+/// the rest is the claim record the runtime keeps with it, so the state of a
+/// slot lives in exactly one kernel object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct SlotConfig {
+    /// Bit `1 << action` set: after this slot returns `action`, the next
+    /// active slot runs. Otherwise `action` is the packet's verdict.
+    pub proceed_on: u32,
+    /// `STATE_*`.
+    pub state: u32,
+    /// Claim priority (lower runs first).
+    pub prio: u32,
+    /// `BACKEND_*`.
+    pub backend: u32,
+    /// Kernel id of the program filling the slot.
+    pub prog_id: u32,
+    /// Kernel id of the freplace link (freplace backend), else 0.
+    pub link_id: u32,
+    /// Owner's pid (in the claimer's pid namespace), for display and for
+    /// refusing another owner's release.
+    pub owner_pid: u32,
+    /// Claim sequence number: orders equal priorities (first come first).
+    pub seq: u32,
+    /// Owner's process start time (clock ticks since boot), guards against
+    /// pid reuse.
+    pub owner_start: u64,
+    /// Wall-clock time of the claim, seconds since the epoch.
+    pub claimed_at: u64,
+    /// Claim name, NUL padded.
+    pub name: [u8; NAME_LEN],
+}
+
+impl SlotConfig {
+    /// A free slot.
+    pub const FREE: Self = Self {
+        proceed_on: DEFAULT_PROCEED_ON,
+        state: STATE_FREE,
+        prio: 0,
+        backend: BACKEND_NONE,
+        prog_id: 0,
+        link_id: 0,
+        owner_pid: 0,
+        seq: 0,
+        owner_start: 0,
+        claimed_at: 0,
+        name: [0; NAME_LEN],
+    };
+}
+
+impl Default for SlotConfig {
+    fn default() -> Self {
+        Self::FREE
+    }
+}
+
+/// Per-slot, per-CPU counters in the `STATS` map (while `FLAG_STATS` is set).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct SlotStats {
+    /// Packets the slot's program ran on.
+    pub packets: u64,
+    /// Verdicts, indexed by XDP action; out-of-range verdicts are not counted.
+    pub actions: [u64; XDP_ACTIONS],
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::{Control, SlotConfig, SlotStats};
+
+    // SAFETY: bytemuck's derive above proves these are plain old data
+    // (`repr(C)`, integers only, no padding), which is what aya::Pod needs.
+    unsafe impl aya::Pod for Control {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SlotConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SlotStats {}
+}
+
+// No padding anywhere: the sizes are the sums of the fields.
+const _: () = assert!(core::mem::size_of::<Control>() == 8 * ACTIVE_WORDS + 6 * 4 + 8 + 16);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 8 * 4 + 2 * 8 + NAME_LEN);
+const _: () = assert!(core::mem::size_of::<SlotStats>() == 8 * (1 + XDP_ACTIONS));

@@ -1,0 +1,1 @@
+pub static DISPATCHER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dispatcher"));

@@ -1,0 +1,18 @@
+//! Logs each IPv4/UDP packet with aya-log and passes it.
+#![no_std]
+#![no_main]
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::info;
+use test_progs::is_ipv4_udp;
+
+#[xdp]
+pub fn xdp_log(ctx: XdpContext) -> u32 {
+    if is_ipv4_udp(&ctx) {
+        info!(&ctx, "udp packet, {} bytes", ctx.data_end() - ctx.data());
+    }
+    xdp_action::XDP_PASS
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,51 @@
+//! Builds the test programs: the aya-ebpf ones (crate `test-progs`) with
+//! aya-build, the C ones (`c/*.c`) with clang. All land in OUT_DIR.
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let progs = metadata
+        .packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "test-progs")
+        .ok_or_else(|| anyhow!("test-progs package not found"))?;
+    let root_dir = progs
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("test-progs has no directory"))?;
+    aya_build::build_ebpf(
+        [Package {
+            name: progs.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
+        Toolchain::default(),
+    )?;
+
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    println!("cargo:rerun-if-changed=c");
+    for entry in std::fs::read_dir("c")? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "c") {
+            continue;
+        }
+        let obj = out.join(path.with_extension("o").file_name().unwrap());
+        let status = Command::new("clang-19")
+            .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+            .arg(&path)
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .context("running clang-19 (run 'cargo xtask setup')")?;
+        if !status.success() {
+            bail!("clang-19 failed on {}", path.display());
+        }
+    }
+    Ok(())
+}

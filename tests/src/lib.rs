@@ -1,0 +1,3 @@
+//! Shared pieces of the integration tests, the demo and the benchmark.
+pub mod netns;
+pub mod progs;

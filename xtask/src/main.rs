@@ -1,0 +1,79 @@
+//! `cargo xtask <command>`: everything around the build that cargo alone
+//! does not do. Kept free of the eBPF build so it compiles on a machine that
+//! has nothing installed yet.
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Workspace tasks for the fixed-slot XDP dispatcher")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and tests need (Debian packages, rust-src,
+    /// bpf-linker for the nightly's LLVM) and mount bpffs. Idempotent.
+    Setup,
+    /// Set up, then run every test: unit, integration (real kernel), VM.
+    Test {
+        /// Skip the VM suite (freplace on Debian kernels under QEMU).
+        #[arg(long)]
+        no_vm: bool,
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run the demo: a namespace, a veth pair, the dispatcher,
+    /// two claimed slots and real packets.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Test { no_vm, args } => {
+            setup::run()?;
+            cargo(&["build", "--workspace", "--all-targets"])?;
+            let mut test = vec!["test", "--workspace"];
+            test.extend(args.iter().map(String::as_str));
+            cargo(&test)?;
+            if !no_vm {
+                eprintln!("VM suite: not available yet");
+            }
+            Ok(())
+        }
+        Cmd::Demo => {
+            setup::run()?;
+            cargo(&["run", "--quiet", "--release", "-p", "integration-tests", "--bin", "demo"])
+        }
+    }
+}
+
+/// Runs cargo from the workspace root with the toolchain xtask was run with.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {cargo} {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
