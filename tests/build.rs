@@ -29,6 +29,14 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut table = String::from("/// Every test object, by file name.\npub static OBJECTS: &[(&str, &[u8])] = &[\n");
+    for bin in progs.targets.iter().filter(|t| t.is_bin()) {
+        table += &format!(
+            "    ({:?}, aya::include_bytes_aligned!({:?})),\n",
+            bin.name,
+            out.join(&bin.name)
+        );
+    }
     println!("cargo:rerun-if-changed=c");
     for entry in std::fs::read_dir("c")? {
         let path = entry?.path();
@@ -46,6 +54,10 @@ fn main() -> anyhow::Result<()> {
         if !status.success() {
             bail!("clang-19 failed on {}", path.display());
         }
+        let name = obj.file_name().unwrap().to_string_lossy().into_owned();
+        table += &format!("    ({name:?}, aya::include_bytes_aligned!({obj:?})),\n");
     }
+    table += "];\n";
+    std::fs::write(out.join("objects.rs"), table)?;
     Ok(())
 }
