@@ -26,6 +26,37 @@ pub const ACTIVE_WORDS: usize = SLOT_COUNT.div_ceil(64);
 /// reads it through a volatile load so the compiler cannot fold it.
 pub const SLOT_EMPTY: i32 = 0x5107;
 
+/// Maps one BPF program may use (the kernel's MAX_USED_MAPS).
+pub const MAX_USED_MAPS: usize = 64;
+
+/// Maps the dispatcher uses besides the slots' program arrays: CONTROL,
+/// SLOTS, STATS.
+pub const OTHER_MAPS: usize = 3;
+
+/// Can slot `n` be filled by tail call, i.e. does it have its own
+/// single-entry program array? Every slot is an freplace target, but one
+/// program may use only [`MAX_USED_MAPS`] maps, so 60 of the 100 slots get
+/// an array: `n % 5 < 3`, spread evenly so that every priority range has
+/// some. (At most [`MAX_TAIL_CALLS`] of them can run per packet anyway.)
+pub const fn has_prog_array(n: usize) -> bool {
+    n < SLOT_COUNT && n % 5 < 3
+}
+
+/// Number of slots with a program array.
+pub const TAIL_CALL_SLOTS: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < SLOT_COUNT {
+        if has_prog_array(i) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+
+const _: () = assert!(TAIL_CALL_SLOTS + OTHER_MAPS <= MAX_USED_MAPS);
+
 /// The kernel stops tail calls after this many per packet (MAX_TAIL_CALL_CNT
 /// is 33): with the tail-call backend at most this many slots can be active.
 pub const MAX_TAIL_CALLS: usize = 33;
@@ -55,7 +86,8 @@ pub mod names {
     pub const SLOTS_MAP: &str = "SLOTS";
     /// `PerCpuArray<SlotStats>`, one entry per slot.
     pub const STATS_MAP: &str = "STATS";
-    /// One single-entry `ProgramArray` per slot: `SLOT_PROG_0` .. `SLOT_PROG_99`.
+    /// One single-entry `ProgramArray` per tail-call slot (see
+    /// [`has_prog_array`](crate::has_prog_array)): `SLOT_PROG_<n>`.
     pub const SLOT_PROG_MAP_PREFIX: &str = "SLOT_PROG_";
 }
 
@@ -97,6 +129,10 @@ pub struct Control {
     pub netns_cookie: u64,
     /// Interface name at attach time, NUL padded.
     pub ifname: [u8; 16],
+    /// Kernel id of the replacement `chain_decide` program, 0 if none.
+    pub chain_prog_id: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
 }
 
 impl Control {
@@ -133,6 +169,10 @@ pub const STATE_FREE: u32 = 0;
 pub const STATE_HELD: u32 = 1;
 /// `SlotConfig::state`: pinned; stays until released.
 pub const STATE_PERSISTENT: u32 = 2;
+/// `SlotConfig::state`: a held claim released by force; emptied and
+/// inactive, but its holder still has the slot's objects open, so the slot
+/// is reused only after that process exits.
+pub const STATE_DRAINING: u32 = 3;
 
 /// Backends filling a slot.
 pub const BACKEND_NONE: u32 = 0;
@@ -172,8 +212,8 @@ pub struct SlotConfig {
     /// Owner's pid (in the claimer's pid namespace), for display and for
     /// refusing another owner's release.
     pub owner_pid: u32,
-    /// Claim sequence number: orders equal priorities (first come first).
-    pub seq: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
     /// Owner's process start time (clock ticks since boot), guards against
     /// pid reuse.
     pub owner_start: u64,
@@ -193,7 +233,7 @@ impl SlotConfig {
         prog_id: 0,
         link_id: 0,
         owner_pid: 0,
-        seq: 0,
+        _reserved: 0,
         owner_start: 0,
         claimed_at: 0,
         name: [0; NAME_LEN],
@@ -231,6 +271,6 @@ mod user {
 }
 
 // No padding anywhere: the sizes are the sums of the fields.
-const _: () = assert!(core::mem::size_of::<Control>() == 8 * ACTIVE_WORDS + 6 * 4 + 8 + 16);
+const _: () = assert!(core::mem::size_of::<Control>() == 8 * ACTIVE_WORDS + 8 * 4 + 8 + 16);
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 8 * 4 + 2 * 8 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<SlotStats>() == 8 * (1 + XDP_ACTIONS));

@@ -1,1 +1,209 @@
-pub static DISPATCHER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dispatcher"));
+//! Attach the fixed-slot XDP dispatcher to an interface once; claim, fill
+//! and release its slots without ever regenerating it.
+//!
+//! ```no_run
+//! use slots_runtime::{ClaimRequest, ProgramSource, Runtime};
+//!
+//! let rt = Runtime::new();
+//! let mut req = ClaimRequest::new(ProgramSource::file("firewall.o", None)?);
+//! req.prio = Some(20);
+//! let claim = rt.claim("eth0", &req)?; // attaches the dispatcher if needed
+//! println!("running in slot {}", claim.slot);
+//! // ... the slot is released when `claim` drops or the process exits.
+//! # Ok::<(), slots_runtime::Error>(())
+//! ```
+//!
+//! The protocol (state layout, locking, activation order) is described in
+//! docs/design.md; the contract with the eBPF side is `dispatcher-common`.
+mod attach;
+pub mod backend;
+mod chain;
+mod claim;
+mod dispatcher;
+mod error;
+mod iface;
+mod lock;
+mod owner;
+pub mod placement;
+pub mod probe;
+mod program;
+mod run_config;
+mod state;
+mod status;
+mod sys;
+
+use std::path::{Path, PathBuf};
+
+pub use attach::{AttachOptions, Attached};
+pub use backend::Backend;
+pub use chain::ChainClaim;
+pub use claim::{Claim, ClaimRequest, Released, SlotRef};
+pub use dispatcher::{Mode, OBJECT as DISPATCHER};
+pub use error::{Error, Result};
+pub use iface::Iface;
+pub use program::ProgramSource;
+pub use run_config::RunConfig;
+pub use status::{ClaimStatus, Counters, Status, mask_names, parse_mask};
+
+use crate::{lock::DirLock, state::State};
+
+/// Where state lives unless told otherwise.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/xdp-slots";
+
+/// Entry point: the bpffs root under which each interface has a directory.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Checks that `root` is on bpffs (or can be made there) and creates it.
+pub(crate) fn ensure_root_dir(root: &Path) -> Result<()> {
+    let mut probe = root.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if !sys::is_bpffs(&probe) {
+        return Err(Error::BpffsNotMounted { path: probe });
+    }
+    if !root.exists() {
+        std::fs::create_dir_all(root)
+            .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+    }
+    Ok(())
+}
+
+impl Runtime {
+    /// State under [`DEFAULT_ROOT`].
+    pub fn new() -> Self {
+        Self::with_root(DEFAULT_ROOT)
+    }
+
+    /// State under another bpffs directory.
+    pub fn with_root(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Attaches the dispatcher to `iface` (idempotent: an existing one of
+    /// ours is reused). Refuses a foreign XDP program unless `force`.
+    pub fn attach(&self, iface: &str, opts: AttachOptions) -> Result<Attached> {
+        attach::attach(&self.root, &Iface::resolve(iface)?, opts)
+    }
+
+    /// Detaches the dispatcher and removes its state. Refuses while slots
+    /// are claimed unless `force`.
+    pub fn detach(&self, iface: &str, force: bool) -> Result<()> {
+        attach::detach(&self.root, &Iface::resolve(iface)?, force)
+    }
+
+    /// Opens `iface`'s state under its lock (exclusive or shared).
+    fn open(&self, iface: &Iface, exclusive: bool) -> Result<(DirLock, State)> {
+        ensure_root_dir(&self.root)?;
+        let dir = self.root.join(iface.dir_name());
+        if !dir.exists() {
+            return Err(Error::NotAttached {
+                iface: iface.name.clone(),
+            });
+        }
+        let lock = if exclusive {
+            DirLock::exclusive(&dir)?
+        } else {
+            DirLock::shared(&dir)?
+        };
+        let state = State::open(&dir, &iface.name)?;
+        Ok((lock, state))
+    }
+
+    /// Claims a slot on `iface` for `req.program`, attaching the dispatcher
+    /// first if it is not there (native mode where possible, backend auto).
+    pub fn claim(&self, iface: &str, req: &ClaimRequest) -> Result<Claim> {
+        self.claim_with(iface, req, AttachOptions::default())
+    }
+
+    /// [`Runtime::claim`], with the options for a first attach.
+    pub fn claim_with(
+        &self,
+        iface: &str,
+        req: &ClaimRequest,
+        attach: AttachOptions,
+    ) -> Result<Claim> {
+        let iface = Iface::resolve(iface)?;
+        // Check the program before touching the interface at all.
+        program::inspect(&req.program)?;
+        if req.backend == Backend::Freplace {
+            probe::freplace().map_err(|why| Error::FreplaceUnsupported { why })?;
+        }
+        attach::attach(&self.root, &iface, attach)?;
+        let (_lock, mut state) = self.open(&iface, true)?;
+        let default = Backend::from_raw(state.control()?.backend);
+        claim::claim(&mut state, req, default)
+    }
+
+    /// Releases the claim in slot `which` (a number or a claim name).
+    /// Another process's held claim needs `force`.
+    pub fn release(&self, iface: &str, which: &SlotRef, force: bool) -> Result<Released> {
+        let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        claim::release(&mut state, which, force)
+    }
+
+    /// Frees records whose holders are gone; returns the slots freed.
+    pub fn collect(&self, iface: &str) -> Result<Vec<usize>> {
+        let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        claim::collect(&mut state)
+    }
+
+    /// The state of `iface`.
+    pub fn status(&self, iface: &str) -> Result<Status> {
+        let (_lock, state) = self.open(&Iface::resolve(iface)?, false)?;
+        status::read(&state)
+    }
+
+    /// The state of every interface of this network namespace that has
+    /// the dispatcher.
+    pub fn status_all(&self) -> Result<Vec<Status>> {
+        ensure_root_dir(&self.root)?;
+        let cookie = sys::netns_cookie()
+            .map_err(|e| Error::io("reading the network namespace cookie", e))?;
+        let mut out = Vec::new();
+        for (dir, ifindex) in status::dirs_in_netns(&self.root, cookie) {
+            let name = sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}"));
+            let _lock = DirLock::shared(&dir)?;
+            out.push(status::read(&State::open(&dir, &name)?)?);
+        }
+        Ok(out)
+    }
+
+    /// Switches the per-slot counters on or off.
+    pub fn set_stats(&self, iface: &str, on: bool) -> Result<()> {
+        let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        state.set_flag(dispatcher_common::FLAG_STATS, on)
+    }
+
+    /// Installs a replacement chain decision (freplace only).
+    pub fn set_chain(
+        &self,
+        iface: &str,
+        program: &ProgramSource,
+        persistent: bool,
+    ) -> Result<ChainClaim> {
+        let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        chain::install(&mut state, program, persistent)
+    }
+
+    /// Removes a persistent replacement chain decision.
+    pub fn clear_chain(&self, iface: &str) -> Result<()> {
+        let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        chain::remove(&mut state)
+    }
+}

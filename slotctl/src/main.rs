@@ -1,1 +1,288 @@
-fn main() {}
+//! slotctl: a thin shell over `slots-runtime`.
+//!
+//! Exit status 0 on success; otherwise one line on stderr saying what
+//! failed, why, and what to do.
+mod output;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use slots_runtime::{
+    AttachOptions, Backend, ClaimRequest, Mode, ProgramSource, Runtime, SlotRef, parse_mask,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "slotctl",
+    version,
+    about = "Run several XDP programs on one interface, each in its own slot of a dispatcher attached once"
+)]
+struct Cli {
+    /// bpffs directory holding the per-interface state.
+    #[arg(long, global = true, default_value = slots_runtime::DEFAULT_ROOT)]
+    bpffs: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Auto,
+    Native,
+    Skb,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Auto => Mode::Auto,
+            ModeArg::Native => Mode::Native,
+            ModeArg::Skb => Mode::Skb,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Claim a slot for an XDP program (attaches the dispatcher if needed).
+    Claim {
+        iface: String,
+        /// The XDP object file (C `SEC("xdp")` or aya-ebpf `#[xdp]`).
+        object: PathBuf,
+        /// Lower runs first (0..=1000). Default: the object's XDP_RUN_CONFIG, else 50.
+        #[arg(long)]
+        prio: Option<u32>,
+        /// Program name in the object, if it has several.
+        #[arg(long)]
+        program: Option<String>,
+        /// Verdicts after which the next slot runs, e.g. `pass,drop`.
+        /// Default: the object's XDP_RUN_CONFIG, else `pass`.
+        #[arg(long, value_parser = parse_mask)]
+        proceed_on: Option<u32>,
+        /// Claim name (default: the program's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Hold the slot only while slotctl runs (in the foreground, showing
+        /// the program's aya-log output); released when slotctl exits.
+        #[arg(long)]
+        hold: bool,
+        /// auto, freplace or tailcall (default: the interface's).
+        #[arg(long, default_value = "auto")]
+        backend: Backend,
+        /// XDP mode if the dispatcher has to be attached.
+        #[arg(long, value_enum, default_value = "auto")]
+        mode: ModeArg,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a claim by slot number or name.
+    Release {
+        iface: String,
+        /// Slot number or claim name.
+        which: String,
+        /// Release another process's held claim.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the claims (in run order) of one interface, or of all of this
+    /// network namespace's interfaces that have the dispatcher.
+    Status {
+        iface: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach the dispatcher (idempotent).
+    Attach {
+        iface: String,
+        #[arg(long, value_enum, default_value = "auto")]
+        mode: ModeArg,
+        /// Default backend for claims: auto probes the kernel.
+        #[arg(long, default_value = "auto")]
+        backend: Backend,
+        /// Replace a foreign XDP program.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Detach the dispatcher and remove its state.
+    Detach {
+        iface: String,
+        /// Even while slots are claimed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Switch the per-slot counters on or off.
+    Stats {
+        iface: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Install (or remove) a replacement chain-decision program (freplace).
+    Chain {
+        iface: String,
+        /// Object with a function `int f(struct xdp_md *, __u32 slot, __u32 action)`.
+        object: Option<PathBuf>,
+        #[arg(long)]
+        program: Option<String>,
+        /// Remove the installed (persistent) chain decision.
+        #[arg(long, conflicts_with = "object")]
+        remove: bool,
+        /// Keep it only while slotctl runs.
+        #[arg(long)]
+        hold: bool,
+    },
+    /// What this kernel permits: extensions, tail calls, frags, lockdown.
+    Probe {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("slotctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM, calling `tick` every 100 ms.
+fn wait_for_signal(mut tick: impl FnMut()) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
+    while !stop.load(Ordering::SeqCst) {
+        tick();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let rt = Runtime::with_root(&cli.bpffs);
+    match cli.cmd {
+        Cmd::Claim {
+            iface,
+            object,
+            prio,
+            program,
+            proceed_on,
+            name,
+            hold,
+            backend,
+            mode,
+            json,
+        } => {
+            let mut req = ClaimRequest::new(ProgramSource::file(&object, program.as_deref())?);
+            req.prio = prio;
+            req.proceed_on = proceed_on;
+            req.name = name;
+            req.persistent = !hold;
+            req.backend = backend;
+            let opts = AttachOptions {
+                mode: mode.into(),
+                ..Default::default()
+            };
+            let mut claim = rt.claim_with(&iface, &req, opts)?;
+            output::claimed(&claim, json);
+            if hold {
+                let mut logger = aya_log::EbpfLogger::init(claim.ebpf_mut()).ok();
+                wait_for_signal(|| {
+                    if let Some(l) = logger.as_mut() {
+                        l.flush();
+                    }
+                })?;
+                claim.release()?;
+                eprintln!("released slot on {iface}");
+            }
+        }
+        Cmd::Release {
+            iface,
+            which,
+            force,
+        } => {
+            let which: SlotRef = which.parse().expect("infallible");
+            let r = rt.release(&iface, &which, force)?;
+            if r.draining {
+                println!(
+                    "released slot {} ({}) on {iface}; it is reused once its holder exits",
+                    r.slot, r.name
+                );
+            } else {
+                println!("released slot {} ({}) on {iface}", r.slot, r.name);
+            }
+        }
+        Cmd::Status { iface, json } => {
+            let all = match iface {
+                Some(i) => vec![rt.status(&i)?],
+                None => rt.status_all()?,
+            };
+            output::status(&all, json)?;
+        }
+        Cmd::Attach {
+            iface,
+            mode,
+            backend,
+            force,
+        } => {
+            let a = rt.attach(
+                &iface,
+                AttachOptions {
+                    mode: mode.into(),
+                    backend,
+                    force,
+                },
+            )?;
+            output::attached(&a);
+        }
+        Cmd::Detach { iface, force } => {
+            rt.detach(&iface, force)?;
+            println!("detached the dispatcher from {iface}");
+        }
+        Cmd::Stats { iface, state } => {
+            rt.set_stats(&iface, state == "on")?;
+            println!("counters {state} on {iface}");
+        }
+        Cmd::Chain {
+            iface,
+            object,
+            program,
+            remove,
+            hold,
+        } => {
+            if remove {
+                rt.clear_chain(&iface)?;
+                println!("removed the chain decision of {iface}");
+                return Ok(());
+            }
+            let Some(object) = object else {
+                anyhow::bail!("give an object file, or --remove");
+            };
+            let src = ProgramSource::file(&object, program.as_deref())?;
+            let chain = rt.set_chain(&iface, &src, !hold)?;
+            println!(
+                "chain decision of {iface} is now program {} ({})",
+                chain.prog_id,
+                if hold { "held" } else { "persistent" }
+            );
+            if hold {
+                wait_for_signal(|| {})?;
+                drop(chain);
+            }
+        }
+        Cmd::Probe { json } => output::probe(&slots_runtime::probe::report(), json)?,
+    }
+    Ok(())
+}

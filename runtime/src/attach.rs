@@ -1,0 +1,234 @@
+//! Putting the dispatcher on an interface (once) and taking it off.
+use std::path::{Path, PathBuf};
+
+use dispatcher_common::STATE_FREE;
+
+use crate::{
+    backend::Backend,
+    claim,
+    dispatcher::{self, Mode},
+    error::{Error, Result},
+    iface::Iface,
+    lock::DirLock,
+    probe,
+    state::{State, pin},
+    sys,
+};
+
+/// Options for [`crate::Runtime::attach`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachOptions {
+    pub mode: Mode,
+    /// Backend new claims get by default; `Auto` probes the kernel.
+    pub backend: Backend,
+    /// Replace a foreign XDP program (attached through netlink).
+    pub force: bool,
+}
+
+/// The result of an attach.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attached {
+    pub iface: String,
+    pub dir: PathBuf,
+    /// false: our dispatcher was already there and is reused.
+    pub new: bool,
+    pub mode: &'static str,
+    pub backend: Backend,
+    /// Why `auto` chose the backend it did.
+    pub backend_reason: Option<String>,
+    pub prog_id: u32,
+}
+
+pub(crate) fn mode_name(raw: u32) -> &'static str {
+    match raw {
+        dispatcher_common::MODE_NATIVE => "native",
+        dispatcher_common::MODE_SKB => "skb",
+        _ => "unknown",
+    }
+}
+
+/// Is our dispatcher, pinned in `dir`, the program on the interface?
+fn ours_attached(dir: &Path, iface: &Iface) -> Result<Option<u32>> {
+    let on_if = sys::xdp_attached(iface.ifindex)
+        .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;
+    if on_if.prog_id == 0 || !dir.join(pin::DISPATCHER).exists() {
+        return Ok(None);
+    }
+    let ours = dispatcher::pinned_program(dir)?.id();
+    Ok((ours == on_if.prog_id).then_some(ours))
+}
+
+fn program_name(id: u32) -> String {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(String::from))
+        .unwrap_or_else(|| "unnamed".into())
+}
+
+/// Attaches (or finds) the dispatcher on `iface`.
+pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attached> {
+    crate::ensure_root_dir(root)?;
+    let _root_lock = DirLock::exclusive(root)?;
+    let dir = root.join(iface.dir_name());
+    if dir.exists() {
+        if let Some(prog_id) = ours_attached(&dir, iface)? {
+            let state = State::open(&dir, &iface.name)?;
+            let c = state.control()?;
+            return Ok(Attached {
+                iface: iface.name.clone(),
+                dir,
+                new: false,
+                mode: mode_name(c.mode),
+                backend: Backend::from_raw(c.backend),
+                backend_reason: None,
+                prog_id,
+            });
+        }
+        // Our directory, but the dispatcher is not on the interface any more
+        // (the interface was deleted and its index reused): start afresh.
+        log::info!("removing stale state {}", dir.display());
+        remove_dir(&dir)?;
+    }
+    let on_if = sys::xdp_attached(iface.ifindex)
+        .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;
+    if on_if.prog_id != 0 {
+        let program = program_name(on_if.prog_id);
+        let program = if program == "xdp_dispatcher" {
+            "libxdp's xdp_dispatcher".to_string()
+        } else {
+            program
+        };
+        if !opts.force {
+            return Err(Error::ForeignProgram {
+                iface: iface.name.clone(),
+                program,
+                id: on_if.prog_id,
+            });
+        }
+        let flags = match on_if.mode {
+            1 => 1 << 2, // XDP_FLAGS_DRV_MODE
+            2 => 1 << 1, // XDP_FLAGS_SKB_MODE
+            3 => 1 << 3, // XDP_FLAGS_HW_MODE
+            _ => 0,
+        };
+        sys::xdp_detach_netlink(iface.ifindex, flags).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EEXIST) {
+                Error::ForeignLink {
+                    iface: iface.name.clone(),
+                    program: program.clone(),
+                    id: on_if.prog_id,
+                }
+            } else {
+                Error::io(format!("removing {program} from {}", iface.name), e)
+            }
+        })?;
+        if sys::xdp_attached(iface.ifindex)
+            .map(|a| a.prog_id)
+            .unwrap_or(0)
+            != 0
+        {
+            return Err(Error::ForeignLink {
+                iface: iface.name.clone(),
+                program,
+                id: on_if.prog_id,
+            });
+        }
+    }
+    let (backend, backend_reason) = match opts.backend {
+        Backend::Auto => {
+            let p = probe::freplace();
+            match p {
+                Ok(()) => (
+                    Backend::Freplace,
+                    Some("this kernel loaded a test extension".into()),
+                ),
+                Err(why) => (
+                    Backend::TailCall,
+                    Some(format!("freplace unavailable ({why})")),
+                ),
+            }
+        }
+        b => (b, None),
+    };
+    // Build in a side directory, rename into place when complete: nobody
+    // ever sees half an interface.
+    let building = root.join(format!("{}_new{}", iface.dir_name(), std::process::id()));
+    let _ = remove_dir(&building);
+    std::fs::create_dir(&building)
+        .map_err(|e| Error::io(format!("creating {}", building.display()), e))?;
+    let result = dispatcher::install(&building, iface, opts.mode, backend.raw()).and_then(|mode| {
+        let mut state = State::open(&building, &iface.name)?;
+        let mut c = state.control()?;
+        c.mode = mode;
+        state.write_control(&c)?;
+        std::fs::rename(&building, &dir)
+            .map_err(|e| Error::io(format!("renaming {} into place", building.display()), e))?;
+        Ok(mode)
+    });
+    match result {
+        Ok(mode) => Ok(Attached {
+            iface: iface.name.clone(),
+            prog_id: dispatcher::pinned_program(&dir)?.id(),
+            dir,
+            new: true,
+            mode: mode_name(mode),
+            backend,
+            backend_reason,
+        }),
+        Err(e) => {
+            let _ = remove_dir(&building);
+            Err(e)
+        }
+    }
+}
+
+/// Removes an interface directory and every pin in it. Removing the link
+/// pin detaches the dispatcher.
+pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    // The link first: packets stop going through the dispatcher before its
+    // maps and slots are torn down.
+    let link = dir.join(pin::LINK);
+    if link.exists() {
+        std::fs::remove_file(&link)
+            .map_err(|e| Error::io(format!("removing {}", link.display()), e))?;
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
+}
+
+/// Detaches the dispatcher from `iface` and removes its state.
+pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<()> {
+    crate::ensure_root_dir(root)?;
+    let _root_lock = DirLock::exclusive(root)?;
+    let dir = root.join(iface.dir_name());
+    if !dir.exists() {
+        return Err(Error::NotAttached {
+            iface: iface.name.clone(),
+        });
+    }
+    {
+        let _lock = DirLock::exclusive(&dir)?;
+        match State::open(&dir, &iface.name) {
+            Ok(mut state) => {
+                claim::collect(&mut state)?;
+                let count = state
+                    .slots()?
+                    .iter()
+                    .filter(|c| c.state != STATE_FREE)
+                    .count();
+                if count > 0 && !force {
+                    return Err(Error::SlotsInUse {
+                        iface: iface.name.clone(),
+                        count,
+                    });
+                }
+            }
+            Err(e) if !force => return Err(e),
+            Err(_) => {}
+        }
+    }
+    remove_dir(&dir)
+}

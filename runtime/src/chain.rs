@@ -1,0 +1,142 @@
+//! A replacement chain decision: an extension of `chain_decide`
+//! (`int f(struct xdp_md *ctx, __u32 slot, __u32 action)`, non-zero to go on
+//! to the next slot). freplace only. Installed with its program linked
+//! first, then `FLAG_CUSTOM_CHAIN` set so the dispatcher starts calling it;
+//! removed in the reverse order.
+use std::path::PathBuf;
+
+use aya::programs::links::FdLink;
+use dispatcher_common::{FLAG_CUSTOM_CHAIN, names};
+
+use crate::{
+    backend::freplace,
+    error::{Error, Result},
+    lock::DirLock,
+    program::{Inspected, Loaded, ProgramSource},
+    state::{State, pin},
+};
+
+/// An installed chain decision; a held one is removed on drop.
+pub struct ChainClaim {
+    pub prog_id: u32,
+    pub persistent: bool,
+    iface: String,
+    dir: PathBuf,
+    link: Option<FdLink>,
+    _program: Loaded,
+}
+
+impl Drop for ChainClaim {
+    fn drop(&mut self) {
+        let Some(link) = self.link.take() else { return };
+        let result = (|| {
+            let _lock = DirLock::exclusive(&self.dir)?;
+            let mut state = State::open(&self.dir, &self.iface)?;
+            let mut c = state.control()?;
+            if c.chain_prog_id == self.prog_id {
+                c.flags &= !FLAG_CUSTOM_CHAIN;
+                c.chain_prog_id = 0;
+                state.write_control(&c)?;
+            }
+            drop(link);
+            Ok::<(), Error>(())
+        })();
+        if let Err(e) = result {
+            log::warn!("removing the chain decision of {}: {e}", self.iface);
+        }
+    }
+}
+
+/// Picks the program: the only one, or the named one, of any section.
+fn inspect(src: &ProgramSource) -> Result<Inspected> {
+    let obj = aya_obj::Object::parse(&src.bytes).map_err(|e| Error::BadObject {
+        path: src.label.clone(),
+        why: crate::error::chain(&e),
+    })?;
+    let mut available: Vec<&String> = obj.programs.keys().collect();
+    available.sort();
+    let name = match &src.name {
+        Some(n) if obj.programs.contains_key(n) => n.clone(),
+        Some(n) => {
+            return Err(Error::NoSuchProgram {
+                path: src.label.clone(),
+                name: n.clone(),
+                available: available
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        None if available.len() == 1 => available[0].clone(),
+        None => {
+            return Err(Error::AmbiguousProgram {
+                path: src.label.clone(),
+                available: available
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    };
+    Ok(Inspected {
+        name,
+        frags: false,
+        run_config: None,
+    })
+}
+
+/// Installs `src` as the chain decision. `state` is locked by the caller.
+pub fn install(state: &mut State, src: &ProgramSource, persistent: bool) -> Result<ChainClaim> {
+    let c = state.control()?;
+    if c.backend != dispatcher_common::BACKEND_FREPLACE {
+        if let Err(why) = crate::probe::freplace() {
+            return Err(Error::ChainNeedsFreplace { why });
+        }
+    }
+    if c.flags & FLAG_CUSTOM_CHAIN != 0 {
+        return Err(Error::Kernel {
+            what: format!("installing a chain decision on {}", state.iface),
+            detail: format!(
+                "program {} is installed already; remove it first",
+                c.chain_prog_id
+            ),
+        });
+    }
+    let ins = inspect(src)?;
+    let (program, link) = freplace::fill(
+        state,
+        src,
+        &ins,
+        names::CHAIN_FN,
+        persistent.then_some(pin::CHAIN),
+    )?;
+    let prog_id = program.id()?;
+    let mut c = state.control()?;
+    c.chain_prog_id = prog_id;
+    c.flags |= FLAG_CUSTOM_CHAIN;
+    state.write_control(&c)?;
+    Ok(ChainClaim {
+        prog_id,
+        persistent,
+        iface: state.iface.clone(),
+        dir: state.dir.clone(),
+        link,
+        _program: program,
+    })
+}
+
+/// Removes a persistent chain decision (held ones go with their holder).
+pub fn remove(state: &mut State) -> Result<()> {
+    let mut c = state.control()?;
+    if c.flags & FLAG_CUSTOM_CHAIN == 0 {
+        return Err(Error::NoCustomChain {
+            iface: state.iface.clone(),
+        });
+    }
+    c.flags &= !FLAG_CUSTOM_CHAIN;
+    c.chain_prog_id = 0;
+    state.write_control(&c)?;
+    freplace::unpin(state, pin::CHAIN)
+}

@@ -1,0 +1,214 @@
+//! The runtime's only raw system calls: what neither std nor aya offers.
+//! Every `unsafe` block of the crate is here, each with its reason.
+use std::{
+    ffi::CString,
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+/// Effective uid is 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Index of interface `name` in the calling thread's network namespace.
+pub fn if_index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// Name of interface `index` in the calling thread's network namespace.
+pub fn if_name(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Cookie of the calling thread's network namespace (never reused, unlike
+/// inode numbers): the identity of "this namespace" in state paths.
+pub fn netns_cookie() -> io::Result<u64> {
+    let sock = socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0)?;
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// What the kernel reports as attached to an interface's XDP hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XdpAttached {
+    /// Program id (0: none).
+    pub prog_id: u32,
+    /// XDP_ATTACHED_* mode (0 none, 1 drv, 2 skb, 3 hw, 4 multi).
+    pub mode: u8,
+}
+
+const NLMSG_HDR: usize = 16;
+const IFINFO: usize = 16;
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_FLAGS: u16 = 3;
+const IFLA_XDP_PROG_ID: u16 = 4;
+const NLA_F_NESTED: u16 = 1 << 15;
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn push_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(align4(buf.len()), 0);
+}
+
+/// One rtnetlink request about `ifindex`; returns the reply's attributes
+/// (GETLINK) or checks the ack (SETLINK).
+fn rtnl(msg_type: u16, flags: u16, ifindex: u32, attrs: &[u8]) -> io::Result<Vec<u8>> {
+    let sock = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
+    let mut msg = Vec::with_capacity(NLMSG_HDR + IFINFO + attrs.len());
+    let total = (NLMSG_HDR + IFINFO + attrs.len()) as u32;
+    msg.extend_from_slice(&total.to_ne_bytes());
+    msg.extend_from_slice(&msg_type.to_ne_bytes());
+    msg.extend_from_slice(&(flags | libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    msg.push(libc::AF_UNSPEC as u8); // ifi_family
+    msg.push(0);
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+    msg.extend_from_slice(attrs);
+    // SAFETY: `msg` is a valid buffer of the given length.
+    let n = unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let buf = &buf[..n as usize];
+    if buf.len() < NLMSG_HDR {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short netlink reply",
+        ));
+    }
+    let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+    if ty == libc::NLMSG_ERROR as u16 {
+        let code = i32::from_ne_bytes(buf[NLMSG_HDR..NLMSG_HDR + 4].try_into().unwrap());
+        return if code == 0 {
+            Ok(Vec::new())
+        } else {
+            Err(io::Error::from_raw_os_error(-code))
+        };
+    }
+    let len = (u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize).min(buf.len());
+    Ok(buf
+        .get(NLMSG_HDR + IFINFO..len)
+        .unwrap_or_default()
+        .to_vec())
+}
+
+/// Iterates netlink attributes: (type without flags, payload).
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & !NLA_F_NESTED;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let payload = &buf[4..len];
+        buf = &buf[align4(len).min(buf.len())..];
+        Some((ty, payload))
+    })
+}
+
+/// The XDP program the kernel has on interface `ifindex` (netlink
+/// RTM_GETLINK, IFLA_XDP): sees programs attached by links and by netlink.
+pub fn xdp_attached(ifindex: u32) -> io::Result<XdpAttached> {
+    let reply = rtnl(libc::RTM_GETLINK, 0, ifindex, &[])?;
+    let mut out = XdpAttached {
+        prog_id: 0,
+        mode: 0,
+    };
+    for (ty, payload) in attrs(&reply) {
+        if ty != IFLA_XDP {
+            continue;
+        }
+        for (ty, p) in attrs(payload) {
+            match ty {
+                IFLA_XDP_ATTACHED if !p.is_empty() => out.mode = p[0],
+                IFLA_XDP_PROG_ID if p.len() >= 4 => {
+                    out.prog_id = u32::from_ne_bytes(p[..4].try_into().unwrap())
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes a netlink-attached XDP program from `ifindex` (for `--force`).
+/// `flags` are the XDP_FLAGS_* mode it was attached in.
+pub fn xdp_detach_netlink(ifindex: u32, flags: u32) -> io::Result<()> {
+    let mut nested = Vec::new();
+    push_attr(&mut nested, IFLA_XDP_FD, &(-1i32).to_ne_bytes());
+    push_attr(&mut nested, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
+    let mut attrs = Vec::new();
+    push_attr(&mut attrs, IFLA_XDP | NLA_F_NESTED, &nested);
+    rtnl(libc::RTM_SETLINK, libc::NLM_F_ACK as u16, ifindex, &attrs).map(drop)
+}
+
+/// Is `path` on a bpffs mount?
+pub fn is_bpffs(path: &std::path::Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills a zeroed struct we own; `c` is NUL-terminated.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
