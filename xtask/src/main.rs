@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: everything around the build that cargo alone
 //! does not do. Kept free of the eBPF build so it compiles on a machine that
 //! has nothing installed yet.
+mod bench;
 mod setup;
 
 use std::process::Command;
@@ -32,6 +33,9 @@ enum Cmd {
     /// Set up, then run the demo: a namespace, a veth pair, the dispatcher,
     /// two claimed slots and real packets.
     Demo,
+    /// Set up, then run the datapath benchmark (BPF_PROG_TEST_RUN, as root):
+    /// the dispatcher against a bare program and a regenerated dispatcher.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Demo => {
             setup::run()?;
             cargo(&["run", "--quiet", "--release", "-p", "integration-tests", "--bin", "demo"])

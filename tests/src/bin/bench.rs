@@ -1,0 +1,687 @@
+//! Datapath benchmark: the fixed-slot dispatcher against a bare XDP program
+//! and against a dispatcher regenerated for a fixed number of programs
+//! (libxdp's design), all measured with BPF_PROG_TEST_RUN in one process.
+//!
+//! The machine is shared and noisy, so every comparison is a pair (variant,
+//! baseline) run back to back in random order, pairs are shuffled within a
+//! round, and the figures are medians over the rounds. The ratio is the
+//! median of the per-round ratios, so slow drifts cancel out.
+//!
+//! Run with `cargo xtask bench` (as root). `--write-docs` rewrites the
+//! figures section of docs/benchmarks.md; nothing else is written.
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, PerCpuArray, ProgramArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use dispatcher_common::{
+    Control, DEFAULT_PROCEED_ON, FLAG_CUSTOM_CHAIN, FLAG_STATS, MAX_TAIL_CALLS, SLOT_COUNT,
+    SlotConfig, has_prog_array, names,
+};
+use integration_tests::progs;
+
+/// Calls the reference dispatcher can make.
+const REF_MAX: usize = 34;
+/// The reference's fallback return value (not an XDP action); its bit is in
+/// every chain mask, as libxdp does.
+const REF_FALLBACK: u32 = 31;
+
+const XDP_PASS: u32 = 2;
+
+/// Markers around the generated part of docs/benchmarks.md.
+const BEGIN: &str = "<!-- figures:begin (written by `cargo xtask bench --write-docs`) -->";
+const END: &str = "<!-- figures:end -->";
+
+struct Args {
+    rounds: usize,
+    /// Target wall time of one measurement; the repeat count follows.
+    call_ms: f64,
+    write_docs: bool,
+    /// Another build of the dispatcher to measure instead of the embedded one.
+    object: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        rounds: 25,
+        call_ms: 25.0,
+        write_docs: false,
+        object: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--write-docs" => args.write_docs = true,
+            "--rounds" => {
+                args.rounds = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--rounds needs a value"))?
+                    .parse()?;
+                if args.rounds < 3 {
+                    bail!("--rounds must be at least 3");
+                }
+            }
+            "--call-ms" => {
+                args.call_ms = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--call-ms needs a value"))?
+                    .parse()?
+            }
+            "--object" => {
+                args.object = Some(
+                    it.next()
+                        .ok_or_else(|| anyhow!("--object needs a file"))?
+                        .into(),
+                )
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--rounds N (25)] [--call-ms MS per measurement (25)] [--object DISPATCHER.o] [--write-docs]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(args)
+}
+
+/// A 64-byte Ethernet + IPv4 + UDP frame with valid headers and checksums.
+fn udp_frame() -> [u8; 64] {
+    let mut f = [0u8; 64];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // destination MAC
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // source MAC
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&50u16.to_be_bytes()); // 20 + 8 + 22
+    ip[8] = 64; // TTL
+    ip[9] = 17; // UDP
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let udp = &mut f[34..42];
+    udp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&30u16.to_be_bytes()); // 8 + 22; checksum 0 = none
+    f
+}
+
+fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("no program {name}"))?
+        .try_into()?;
+    prog.load().with_context(|| format!("loading {name}"))?;
+    Ok(())
+}
+
+fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
+    Ok(ebpf
+        .program(name)
+        .ok_or_else(|| anyhow!("no program {name}"))?
+        .try_into()?)
+}
+
+/// Everything under test, loaded once.
+struct Setup {
+    /// `xdp_pass`: the bare baseline and the program in every slot.
+    pass: Ebpf,
+    /// `xdp_count`: put in the slots once per variant to check that every
+    /// call really runs its program.
+    count: Ebpf,
+    /// The fixed-slot dispatcher.
+    disp: Ebpf,
+    /// Reference dispatchers by number of calls.
+    refs: Vec<(usize, Ebpf)>,
+}
+
+impl Setup {
+    fn new(object: &[u8], ref_sizes: &[usize]) -> Result<Self> {
+        let mut pass = Ebpf::load(progs::bytes("xdp_pass"))?;
+        load_xdp(&mut pass, "xdp_pass")?;
+        let mut count = Ebpf::load(progs::bytes("xdp_count"))?;
+        load_xdp(&mut count, "xdp_count")?;
+
+        let mut disp = EbpfLoader::new()
+            .load(object)
+            .context("loading the dispatcher object")?;
+        load_xdp(&mut disp, names::DISPATCHER)?;
+        {
+            let mut slots: Array<_, SlotConfig> = Array::try_from(
+                disp.map_mut(names::SLOTS_MAP)
+                    .ok_or_else(|| anyhow!("no SLOTS map"))?,
+            )?;
+            for n in 0..SLOT_COUNT as u32 {
+                slots.set(
+                    n,
+                    SlotConfig {
+                        proceed_on: DEFAULT_PROCEED_ON,
+                        ..SlotConfig::FREE
+                    },
+                    0,
+                )?;
+            }
+        }
+
+        let mut refs = Vec::new();
+        for &k in ref_sizes {
+            let num = k as u32;
+            let masks = [DEFAULT_PROCEED_ON | 1 << REF_FALLBACK; REF_MAX];
+            let mut r = EbpfLoader::new()
+                .override_global("NUM_PROGS", &num, true)
+                .override_global("CHAIN_CALL_ACTIONS", &masks, true)
+                .load(progs::bytes("reference_dispatcher"))
+                .context("loading the reference dispatcher")?;
+            load_xdp(&mut r, "reference_dispatcher")?;
+            refs.push((k, r));
+        }
+        let mut setup = Self {
+            pass,
+            count,
+            disp,
+            refs,
+        };
+        setup.fill_all(false)?;
+        Ok(setup)
+    }
+
+    /// Puts `xdp_pass` (or `xdp_count`) into every slot of the dispatcher
+    /// and every call of the references.
+    fn fill_all(&mut self, counting: bool) -> Result<()> {
+        let fd = if counting {
+            xdp(&self.count, "xdp_count")?.fd()?.try_clone()?
+        } else {
+            xdp(&self.pass, "xdp_pass")?.fd()?.try_clone()?
+        };
+        for n in tail_call_slots() {
+            let name = format!("{}{n}", names::SLOT_PROG_MAP_PREFIX);
+            let mut arr = ProgramArray::try_from(
+                self.disp
+                    .map_mut(&name)
+                    .ok_or_else(|| anyhow!("no map {name}"))?,
+            )?;
+            arr.set(0, &fd, 0)?;
+        }
+        for (k, r) in &mut self.refs {
+            let mut arr = ProgramArray::try_from(
+                r.map_mut("REF_PROGS")
+                    .ok_or_else(|| anyhow!("no map REF_PROGS"))?,
+            )?;
+            for i in 0..*k as u32 {
+                arr.set(i, &fd, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn counted(&self) -> Result<u64> {
+        let counter: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.count
+                .map("COUNTER")
+                .ok_or_else(|| anyhow!("no COUNTER map"))?,
+        )?;
+        Ok(counter.get(&0, 0)?.iter().sum())
+    }
+
+    /// Checks that one packet through each variant runs exactly as many slot
+    /// programs as it should: a benchmark of calls that silently fall
+    /// through would measure nothing.
+    fn verify(&mut self, variants: &[Variant], frame: &[u8]) -> Result<()> {
+        self.fill_all(true)?;
+        for v in variants {
+            let expect = match v {
+                Variant::Bare => continue,
+                Variant::Disp { active, .. } => active.len() as u64,
+                Variant::Ref(k) => *k as u64,
+            };
+            let before = self.counted()?;
+            self.run(v, frame, 1)?;
+            let ran = self.counted()? - before;
+            if ran != expect {
+                bail!(
+                    "{}: {ran} slot program(s) ran on one packet, expected {expect}",
+                    v.label()
+                );
+            }
+        }
+        self.fill_all(false)
+    }
+
+    fn set_control(&mut self, active: &[usize], flags: u32) -> Result<()> {
+        let mut c = Control {
+            flags,
+            ..Default::default()
+        };
+        for &s in active {
+            c.set_active(s, true);
+        }
+        let mut control: Array<_, Control> = Array::try_from(
+            self.disp
+                .map_mut(names::CONTROL_MAP)
+                .ok_or_else(|| anyhow!("no CONTROL map"))?,
+        )?;
+        control.set(0, c, 0)?;
+        Ok(())
+    }
+
+    /// Runs `v` `repeat` times; returns ns per run.
+    ///
+    /// The kernel reports whole nanoseconds per run, too coarse for programs
+    /// that take a few; the thread's CPU time across the call has nanosecond
+    /// resolution over the whole batch and, like the kernel's own timer,
+    /// leaves out the time the thread was not running.
+    fn run(&mut self, v: &Variant, frame: &[u8], repeat: u32) -> Result<f64> {
+        let prog = match v {
+            Variant::Bare => xdp(&self.pass, "xdp_pass")?,
+            Variant::Disp { active, flags } => {
+                self.set_control(active, *flags)?;
+                xdp(&self.disp, names::DISPATCHER)?
+            }
+            Variant::Ref(k) => {
+                let (_, r) = self
+                    .refs
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .ok_or_else(|| anyhow!("no reference with {k} calls"))?;
+                xdp(r, "reference_dispatcher")?
+            }
+        };
+        let t0 = thread_cpu_ns();
+        let res = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        let t1 = thread_cpu_ns();
+        if res.return_value != XDP_PASS {
+            bail!(
+                "{} returned {} instead of XDP_PASS",
+                v.label(),
+                res.return_value
+            );
+        }
+        Ok((t1 - t0) as f64 / f64::from(repeat))
+    }
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and a valid timespec to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[derive(Clone, PartialEq)]
+enum Variant {
+    Bare,
+    Disp { active: Vec<usize>, flags: u32 },
+    Ref(usize),
+}
+
+impl Variant {
+    fn disp(active: impl IntoIterator<Item = usize>, flags: u32) -> Self {
+        Variant::Disp {
+            active: active.into_iter().collect(),
+            flags,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Variant::Bare => "bare XDP_PASS program".into(),
+            Variant::Ref(k) => format!("reference, {k} call{}", if *k == 1 { "" } else { "s" }),
+            Variant::Disp { active, flags } => {
+                let k = active.len();
+                let lowest = active[..] == tail_call_slots()[..k];
+                let mut s = match (k, lowest) {
+                    (0, _) => "dispatcher, 0 active".to_string(),
+                    (_, true) => format!("dispatcher, {k} active (lowest)"),
+                    (1, false) => format!("dispatcher, 1 active (slot {})", active[0]),
+                    (_, false) => format!(
+                        "dispatcher, {k} active (slots {}, {}, .., {})",
+                        active[0],
+                        active[1],
+                        active[k - 1]
+                    ),
+                };
+                if flags & FLAG_STATS != 0 {
+                    s += " + stats";
+                }
+                if flags & FLAG_CUSTOM_CHAIN != 0 {
+                    s += " + chain_decide";
+                }
+                s
+            }
+        }
+    }
+}
+
+/// One comparison: `variant` measured against `baseline`.
+struct Pair {
+    variant: Variant,
+    baseline: Variant,
+    /// Highest acceptable ratio; `None` for figures given for information.
+    target: Option<f64>,
+    /// Per-round (variant ns, baseline ns).
+    samples: Vec<(f64, f64)>,
+}
+
+/// The slots that have a program array, in order.
+fn tail_call_slots() -> Vec<usize> {
+    (0..SLOT_COUNT).filter(|&n| has_prog_array(n)).collect()
+}
+
+fn pairs() -> Vec<Pair> {
+    let tc = tail_call_slots();
+    let lowest = |k: usize| tc[..k].to_vec();
+    let pair = |variant, baseline, target| Pair {
+        variant,
+        baseline,
+        target,
+        samples: Vec::new(),
+    };
+    let mut v = vec![pair(Variant::disp([], 0), Variant::Bare, Some(1.15))];
+    for k in [1, 5, 10, MAX_TAIL_CALLS] {
+        v.push(pair(
+            Variant::disp(lowest(k), 0),
+            Variant::Ref(k),
+            Some(1.25),
+        ));
+    }
+    // For information: slots placed far apart, where the byte-group gating
+    // has the most groups to test.
+    v.push(pair(
+        Variant::disp([tc[tc.len() - 1]], 0),
+        Variant::Ref(1),
+        None,
+    ));
+    let spread = (0..10).map(|i| tc[i * (tc.len() - 1) / 9]);
+    v.push(pair(Variant::disp(spread, 0), Variant::Ref(10), None));
+    for k in [10, MAX_TAIL_CALLS] {
+        v.push(pair(
+            Variant::disp(lowest(k), FLAG_STATS),
+            Variant::disp(lowest(k), 0),
+            None,
+        ));
+        v.push(pair(
+            Variant::disp(lowest(k), FLAG_CUSTOM_CHAIN),
+            Variant::disp(lowest(k), 0),
+            None,
+        ));
+    }
+    v
+}
+
+/// A small deterministic generator for the run order (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+struct Row {
+    label: String,
+    ns: f64,
+    base_label: String,
+    base_ns: f64,
+    ratio: f64,
+    target: Option<f64>,
+}
+
+impl Row {
+    fn verdict(&self) -> &'static str {
+        match self.target {
+            Some(t) if self.ratio <= t => "PASS",
+            Some(_) => "MISS",
+            None => "info",
+        }
+    }
+}
+
+fn rows(pairs: &[Pair]) -> Vec<Row> {
+    pairs
+        .iter()
+        .map(|p| Row {
+            label: p.variant.label(),
+            ns: median(p.samples.iter().map(|s| s.0).collect()),
+            base_label: p.baseline.label(),
+            base_ns: median(p.samples.iter().map(|s| s.1).collect()),
+            ratio: median(p.samples.iter().map(|s| s.0 / s.1).collect()),
+            target: p.target,
+        })
+        .collect()
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| variant | ns/run | baseline | ns/run | ratio | target | result |"
+    );
+    let _ = writeln!(t, "|---|---:|---|---:|---:|---:|---|");
+    for r in rows {
+        let target = r.target.map_or("-".to_string(), |t| format!("<= {t:.2}"));
+        let _ = writeln!(
+            t,
+            "| {} | {:.1} | {} | {:.1} | {:.3} | {} | {} |",
+            r.label,
+            r.ns,
+            r.base_label,
+            r.base_ns,
+            r.ratio,
+            target,
+            r.verdict()
+        );
+    }
+    t
+}
+
+fn console_table(rows: &[Row]) -> String {
+    let w = rows.iter().map(|r| r.label.len()).max().unwrap_or(0);
+    let bw = rows.iter().map(|r| r.base_label.len()).max().unwrap_or(0);
+    let mut t = format!(
+        "{:w$}  {:>7}  {:bw$}  {:>7}  {:>6}  {:>6}  result\n",
+        "variant", "ns/run", "baseline", "ns/run", "ratio", "target"
+    );
+    for r in rows {
+        let target = r.target.map_or("-".to_string(), |t| format!("{t:.2}"));
+        let _ = writeln!(
+            t,
+            "{:w$}  {:>7.1}  {:bw$}  {:>7.1}  {:>6.3}  {:>6}  {}",
+            r.label,
+            r.ns,
+            r.base_label,
+            r.base_ns,
+            r.ratio,
+            target,
+            r.verdict()
+        );
+    }
+    t
+}
+
+fn machine() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("Linux {}, {cpus} CPUs ({model})", kernel.trim())
+}
+
+fn docs_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md")
+}
+
+fn write_docs(figures: &str) -> Result<()> {
+    let path = docs_path();
+    let doc =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+        bail!("{} has no figures markers", path.display());
+    };
+    if e < b {
+        bail!("{}: figures markers out of order", path.display());
+    }
+    let new = format!("{}{BEGIN}\n{figures}{}", &doc[..b], &doc[e..]);
+    std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("bench: must run as root (BPF_PROG_TEST_RUN needs CAP_BPF and CAP_NET_ADMIN)");
+        std::process::exit(1);
+    }
+    if let Err(e) = run() {
+        eprintln!("bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = parse_args()?;
+    let started = Instant::now();
+    let mut pairs = pairs();
+    let mut variants: Vec<Variant> = Vec::new();
+    for p in &pairs {
+        for v in [&p.variant, &p.baseline] {
+            if !variants.contains(v) {
+                variants.push(v.clone());
+            }
+        }
+    }
+    let ref_sizes: Vec<usize> = variants
+        .iter()
+        .filter_map(|v| {
+            if let Variant::Ref(k) = v {
+                Some(*k)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let object = match &args.object {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => slots_runtime::DISPATCHER.to_vec(),
+    };
+    if args.write_docs && args.object.is_some() {
+        bail!("--write-docs records the embedded dispatcher only; drop --object");
+    }
+    let mut setup = Setup::new(&object, &ref_sizes)?;
+    let frame = udp_frame();
+    setup.verify(&variants, &frame)?;
+
+    // Calibration (also the warm-up): a repeat count per variant that makes
+    // one measurement last about `call_ms`, within 200k..1M runs.
+    let mut repeat = Vec::new();
+    for v in &variants {
+        setup.run(v, &frame, 20_000)?;
+        let ns = setup.run(v, &frame, 100_000)?.max(0.5);
+        let r = (args.call_ms * 1e6 / ns) as u32;
+        repeat.push(r.clamp(200_000, 1_000_000));
+    }
+    let repeat_of = |v: &Variant| repeat[variants.iter().position(|x| x == v).unwrap()];
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15
+        ^ started.elapsed().as_nanos() as u64
+        ^ u64::from(std::process::id()));
+    eprint!(
+        "bench: {} rounds of {} comparisons ",
+        args.rounds,
+        pairs.len()
+    );
+    for _ in 0..args.rounds {
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        for i in order {
+            let p = &mut pairs[i];
+            let (v, b) = (p.variant.clone(), p.baseline.clone());
+            let sample = if rng.below(2) == 0 {
+                let a = setup.run(&v, &frame, repeat_of(&v))?;
+                (a, setup.run(&b, &frame, repeat_of(&b))?)
+            } else {
+                let bb = setup.run(&b, &frame, repeat_of(&b))?;
+                (setup.run(&v, &frame, repeat_of(&v))?, bb)
+            };
+            p.samples.push(sample);
+        }
+        eprint!(".");
+    }
+    let took = started.elapsed();
+    eprintln!(" {:.0} s", took.as_secs_f64());
+
+    let rows = rows(&pairs);
+    println!("{}", console_table(&rows));
+    println!(
+        "medians over {} rounds; ratio = median of per-round ratios (pairs run back to back); {}",
+        args.rounds,
+        machine()
+    );
+    let missed = rows.iter().filter(|r| r.verdict() == "MISS").count();
+    if missed > 0 {
+        println!("{missed} target(s) missed");
+    }
+
+    if args.write_docs {
+        let mut figures = String::new();
+        let _ = writeln!(
+            figures,
+            "Measured on {}, {} rounds, in {:.0} s.\n",
+            machine(),
+            args.rounds,
+            took.as_secs_f64()
+        );
+        figures += &table(&rows);
+        write_docs(&figures)?;
+        println!("wrote the figures to {}", docs_path().display());
+    }
+    Ok(())
+}

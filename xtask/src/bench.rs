@@ -1,0 +1,50 @@
+//! `cargo xtask bench`: the datapath benchmark (`tests/src/bin/bench.rs`),
+//! release build, BPF_PROG_TEST_RUN in one process. Needs root.
+use anyhow::{Result, bail};
+
+#[derive(clap::Args, Default)]
+pub struct Args {
+    /// Rewrite the figures section of docs/benchmarks.md with this run.
+    #[arg(long)]
+    pub write_docs: bool,
+    /// Rounds; each runs every comparison once (default 25).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !is_root() {
+        bail!("the benchmark needs root (BPF_PROG_TEST_RUN): run `cargo xtask bench` as root");
+    }
+    crate::setup::run()?;
+    let rounds = args.rounds.map(|r| r.to_string());
+    let mut cmd = vec![
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "integration-tests",
+        "--bin",
+        "bench",
+        "--",
+    ];
+    if let Some(r) = &rounds {
+        cmd.extend(["--rounds", r.as_str()]);
+    }
+    if args.write_docs {
+        cmd.push("--write-docs");
+    }
+    crate::cargo(&cmd)
+}
+
+/// Effective uid 0, read from /proc (xtask has no libc dependency).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
