@@ -29,7 +29,9 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let mut table = String::from("/// Every test object, by file name.\npub static OBJECTS: &[(&str, &[u8])] = &[\n");
+    let mut table = String::from(
+        "/// Every test object, by file name.\npub static OBJECTS: &[(&str, &[u8])] = &[\n",
+    );
     for bin in progs.targets.iter().filter(|t| t.is_bin()) {
         table += &format!(
             "    ({:?}, aya::include_bytes_aligned!({:?})),\n",
@@ -45,7 +47,14 @@ fn main() -> anyhow::Result<()> {
         }
         let obj = out.join(path.with_extension("o").file_name().unwrap());
         let status = Command::new("clang-19")
-            .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+            .args([
+                "-O2",
+                "-g",
+                "-target",
+                "bpf",
+                "-I/usr/include/x86_64-linux-gnu",
+                "-c",
+            ])
             .arg(&path)
             .arg("-o")
             .arg(&obj)

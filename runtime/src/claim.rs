@@ -76,6 +76,20 @@ pub struct Claim {
     program: Loaded,
 }
 
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("iface", &self.iface)
+            .field("slot", &self.slot)
+            .field("prio", &self.prio)
+            .field("name", &self.name)
+            .field("prog_id", &self.prog_id)
+            .field("backend", &self.backend)
+            .field("persistent", &self.persistent)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Claim {
     /// The loaded object (e.g. to read its maps or start an aya-log logger).
     pub fn ebpf_mut(&mut self) -> &mut aya::Ebpf {

@@ -1,3 +1,4 @@
 //! Shared pieces of the integration tests, the demo and the benchmark.
+pub mod env;
 pub mod netns;
 pub mod progs;

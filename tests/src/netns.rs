@@ -25,9 +25,16 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -117,7 +124,9 @@ impl VethPair {
         let (b, c) = (((n >> 6) & 0xff) as u8, ((n & 0x3f) << 2) as u8);
         let tx_addr = Ipv4Addr::new(10, 213, b, c + 1);
         let rx_addr = Ipv4Addr::new(10, 213, b, c + 2);
-        tx.exec(&["ip", "link", "add", &tx_if, "type", "veth", "peer", "name", &rx_if])?;
+        tx.exec(&[
+            "ip", "link", "add", &tx_if, "type", "veth", "peer", "name", &rx_if,
+        ])?;
         tx.exec(&["ip", "link", "set", &rx_if, "netns", &rx.name])?;
         tx.exec(&["ip", "addr", "add", &format!("{tx_addr}/30"), "dev", &tx_if])?;
         rx.exec(&["ip", "addr", "add", &format!("{rx_addr}/30"), "dev", &rx_if])?;
@@ -125,7 +134,14 @@ impl VethPair {
         rx.exec(&["ip", "link", "set", &rx_if, "up"])?;
         // Native XDP on veth needs the peer to have an XDP program or GRO;
         // a static neighbour entry saves an ARP round trip per test.
-        Ok(Self { tx, rx, tx_if, rx_if, tx_addr, rx_addr })
+        Ok(Self {
+            tx,
+            rx,
+            tx_if,
+            rx_if,
+            tx_addr,
+            rx_addr,
+        })
     }
 
     /// Opens a UDP socket in `rx` bound to `port` (it stays in `rx`).
@@ -158,7 +174,14 @@ impl VethPair {
         while got < count {
             match rx.recv(&mut buf) {
                 Ok(_) => got += 1,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

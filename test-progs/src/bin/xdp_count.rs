@@ -1,7 +1,12 @@
 //! Counts IPv4/UDP packets in the per-CPU `COUNTER[0]` and passes everything.
 #![no_std]
 #![no_main]
-use aya_ebpf::{bindings::xdp_action, macros::{map, xdp}, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
 use test_progs::is_ipv4_udp;
 
 #[map]

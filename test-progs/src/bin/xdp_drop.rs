@@ -6,7 +6,11 @@ use test_progs::is_ipv4_udp;
 
 #[xdp]
 pub fn xdp_drop(ctx: XdpContext) -> u32 {
-    if is_ipv4_udp(&ctx) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
+    if is_ipv4_udp(&ctx) {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
 }
 
 #[unsafe(link_section = "license")]

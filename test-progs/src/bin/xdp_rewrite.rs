@@ -3,7 +3,9 @@
 //! slot whose own body is packet-changing.
 #![no_std]
 #![no_main]
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::xdp, programs::XdpContext,
+};
 #[allow(unused_imports)]
 use test_progs as _;
 
