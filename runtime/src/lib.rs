@@ -144,10 +144,18 @@ impl Runtime {
         if req.backend == Backend::Freplace {
             probe::freplace().map_err(|why| Error::FreplaceUnsupported { why })?;
         }
-        attach::attach(&self.root, &iface, attach)?;
-        let (_lock, mut state) = self.open(&iface, true)?;
-        let default = Backend::from_raw(state.control()?.backend);
-        claim::claim(&mut state, req, default)
+        let attached = attach::attach(&self.root, &iface, attach)?;
+        let result = (|| {
+            let (_lock, mut state) = self.open(&iface, true)?;
+            let default = Backend::from_raw(state.control()?.backend);
+            claim::claim(&mut state, req, default)
+        })();
+        if result.is_err() && attached.new {
+            // Bad input changes nothing: take back the dispatcher this call
+            // attached (it refuses if someone else claimed a slot meanwhile).
+            let _ = attach::detach(&self.root, &iface, false);
+        }
+        result
     }
 
     /// Releases the claim in slot `which` (a number or a claim name).

@@ -1,0 +1,233 @@
+//! slotctl as people and scripts use it: exit codes, one-line errors, JSON.
+use integration_tests::{
+    env::{TestEnv, backend},
+    netns::Netns,
+    progs,
+};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn claim_status_json_release() {
+    let env = TestEnv::new().unwrap();
+    let ifc = env.pair.rx_if.as_str();
+    let obj = progs::path("xdp_drop");
+    let out = env.slotctl(&[
+        "claim",
+        ifc,
+        "--prio",
+        "20",
+        obj.to_str().unwrap(),
+        "--name",
+        "fw",
+        "--proceed-on",
+        "pass,drop",
+        "--backend",
+        backend().as_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("claimed slot"), "{}", stdout(&out));
+    let cfg = progs::path("xdp_pass_cfg.o");
+    let out = env.slotctl(&[
+        "claim",
+        ifc,
+        cfg.to_str().unwrap(),
+        "--backend",
+        backend().as_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.slotctl(&["stats", ifc, "on"]).status.success());
+    assert_eq!(
+        env.send(10),
+        10,
+        "drop's DROP proceeds; the chain ends in PASS"
+    );
+
+    let out = env.slotctl(&["status", ifc, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["iface"], ifc);
+    assert!(
+        v["backend"] == "tailcall" || v["backend"] == "freplace",
+        "{v}"
+    );
+    let claims = v["claims"].as_array().unwrap();
+    assert_eq!(claims.len(), 2);
+    // Run order: fw (20) before the C program (30, from its XDP_RUN_CONFIG).
+    assert_eq!(claims[0]["name"], "fw");
+    assert_eq!(claims[0]["prio"], 20);
+    assert_eq!(claims[0]["proceed_on"], serde_json::json!(["drop", "pass"]));
+    assert_eq!(claims[1]["name"], "xdp_pass_cfg");
+    assert_eq!(claims[1]["prio"], 30);
+    for c in claims {
+        for key in [
+            "slot",
+            "prio",
+            "name",
+            "prog_id",
+            "proceed_on",
+            "owner",
+            "persistent",
+            "backend",
+            "state",
+        ] {
+            assert!(c.get(key).is_some(), "claim lacks {key}: {c}");
+        }
+        assert_eq!(c["persistent"], true);
+        assert!(c["prog_id"].as_u64().unwrap() > 0);
+        // The 10 datagrams, plus whatever the kernel itself sent (ARP).
+        assert!(c["counters"]["packets"].as_u64().unwrap() >= 10, "{c}");
+    }
+    assert_eq!(
+        claims[0]["counters"]["drop"], 10,
+        "xdp_drop drops exactly the UDP datagrams"
+    );
+    assert!(claims[1]["counters"]["pass"].as_u64().unwrap() >= 10);
+
+    let out = env.slotctl(&["release", ifc, "fw"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.slotctl(&["status", ifc, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["claims"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn errors_are_one_line_and_exit_non_zero() {
+    let env = TestEnv::new().unwrap();
+    let obj = progs::path("xdp_pass");
+    for (args, expect) in [
+        (
+            vec!["claim", "no-such-if0", obj.to_str().unwrap()],
+            "does not exist",
+        ),
+        (vec!["release", &env.pair.rx_if, "3"], "not attached"),
+        (
+            vec![
+                "claim",
+                &env.pair.rx_if,
+                "--prio",
+                "5000",
+                obj.to_str().unwrap(),
+            ],
+            "out of range",
+        ),
+    ] {
+        let out = env.slotctl(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    // None of it attached anything.
+    let out = env.slotctl(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([]), "nothing attached: {v}");
+}
+
+#[test]
+fn a_foreign_xdp_program_is_refused_unless_forced() {
+    let env = TestEnv::new().unwrap();
+    let foreign = progs::path("xdp_count_c.o");
+    env.pair
+        .rx
+        .exec(&[
+            "ip",
+            "link",
+            "set",
+            "dev",
+            &env.pair.rx_if,
+            "xdpgeneric",
+            "obj",
+            foreign.to_str().unwrap(),
+            "sec",
+            "xdp",
+        ])
+        .unwrap();
+    let out = env.slotctl(&["attach", &env.pair.rx_if]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("foreign XDP program") && err.contains("--force"),
+        "{err}"
+    );
+    let out = env.slotctl(&["attach", &env.pair.rx_if, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.slotctl(&["status", &env.pair.rx_if, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn each_network_namespace_sees_its_own_interfaces() {
+    // Two namespaces, each with an interface of the same name.
+    let env = TestEnv::new().unwrap();
+    let other = Netns::new("so").unwrap();
+    other
+        .exec(&[
+            "ip",
+            "link",
+            "add",
+            &env.pair.rx_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "peer0",
+        ])
+        .unwrap();
+    other
+        .exec(&["ip", "link", "set", &env.pair.rx_if, "up"])
+        .unwrap();
+    other.exec(&["ip", "link", "set", "peer0", "up"]).unwrap();
+    let obj = progs::path("xdp_drop");
+    let out = env.slotctl(&[
+        "claim",
+        &env.pair.rx_if,
+        obj.to_str().unwrap(),
+        "--prio",
+        "10",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same command through nsenter in the other namespace, same bpffs.
+    let run_other = |args: &[&str]| {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", other.path()))
+            .arg(integration_tests::env::slotctl_path())
+            .arg("--bpffs")
+            .arg(&env.root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run_other(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([]),
+        "the other namespace has no dispatcher yet"
+    );
+    let out = run_other(&[
+        "claim",
+        &env.pair.rx_if,
+        obj.to_str().unwrap(),
+        "--prio",
+        "10",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dirs = std::fs::read_dir(&env.root).unwrap().count();
+    assert_eq!(dirs, 2, "one state directory per (namespace, interface)");
+    let out = run_other(&["detach", &env.pair.rx_if, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.send(5),
+        0,
+        "detaching in the other namespace left ours alone"
+    );
+}
