@@ -90,10 +90,10 @@ fn inspect(src: &ProgramSource) -> Result<Inspected> {
 /// Installs `src` as the chain decision. `state` is locked by the caller.
 pub fn install(state: &mut State, src: &ProgramSource, persistent: bool) -> Result<ChainClaim> {
     let c = state.control()?;
-    if c.backend != dispatcher_common::BACKEND_FREPLACE {
-        if let Err(why) = crate::probe::freplace() {
-            return Err(Error::ChainNeedsFreplace { why });
-        }
+    if c.backend != dispatcher_common::BACKEND_FREPLACE
+        && let Err(why) = crate::probe::freplace()
+    {
+        return Err(Error::ChainNeedsFreplace { why });
     }
     if c.flags & FLAG_CUSTOM_CHAIN != 0 {
         return Err(Error::Kernel {

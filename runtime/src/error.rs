@@ -234,10 +234,8 @@ pub(crate) fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
 pub(crate) fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(code) = io.raw_os_error() {
-                return Some(code);
-            }
+        if let Some(code) = e.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()) {
+            return Some(code);
         }
         cur = e.source();
     }
