@@ -26,6 +26,16 @@ pub struct ChainClaim {
     _program: Loaded,
 }
 
+impl std::fmt::Debug for ChainClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainClaim")
+            .field("iface", &self.iface)
+            .field("prog_id", &self.prog_id)
+            .field("persistent", &self.persistent)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for ChainClaim {
     fn drop(&mut self) {
         let Some(link) = self.link.take() else { return };
