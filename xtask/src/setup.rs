@@ -7,7 +7,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: clang for the C test programs, bpftool for inspection,
-/// iproute2 for namespaces and veth, QEMU, busybox and cpio for the VM suite.
+/// iproute2 for namespaces and veth, QEMU, busybox and cpio for the VM suite
+/// (binutils' strip and xz-utils for its initramfs).
 const PACKAGES: &[&str] = &[
     "clang-19",
     "llvm-19",
@@ -17,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "binutils",
+    "xz-utils",
 ];
 
 pub fn run() -> Result<()> {
