@@ -190,7 +190,7 @@ impl Error {
     /// message (or a privilege error when the cause is EPERM/EACCES).
     pub(crate) fn kernel(what: impl Into<String>, err: impl std::error::Error + 'static) -> Self {
         let what = what.into();
-        if is_permission(&err) && !crate::sys::is_root() {
+        if is_permission(&err) && !crate::sys::is_privileged() {
             return Self::NotPrivileged { what };
         }
         Self::Kernel {
@@ -202,7 +202,7 @@ impl Error {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         let what = what.into();
         if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
-            && !crate::sys::is_root()
+            && !crate::sys::is_privileged()
         {
             return Self::NotPrivileged { what };
         }
@@ -234,7 +234,10 @@ pub(crate) fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
 pub(crate) fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(code) = e.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()) {
+        if let Some(code) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+        {
             return Some(code);
         }
         cur = e.source();

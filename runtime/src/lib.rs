@@ -30,7 +30,7 @@ mod program;
 mod run_config;
 mod state;
 mod status;
-mod sys;
+pub(crate) mod sys;
 
 use std::path::{Path, PathBuf};
 
@@ -62,8 +62,16 @@ impl Default for Runtime {
     }
 }
 
-/// Checks that `root` is on bpffs (or can be made there) and creates it.
+/// Checks privileges, that `root` is on bpffs (or can be made there), and
+/// creates it.
 pub(crate) fn ensure_root_dir(root: &Path) -> Result<()> {
+    if !sys::is_privileged() {
+        // Checked first: an unprivileged user must not create (and so own)
+        // the state root, even where /sys/fs/bpf is world-writable.
+        return Err(Error::NotPrivileged {
+            what: "managing XDP dispatchers".into(),
+        });
+    }
     let mut probe = root.to_path_buf();
     while !probe.exists() {
         if !probe.pop() {
@@ -184,7 +192,7 @@ impl Runtime {
         let cookie = sys::netns_cookie()
             .map_err(|e| Error::io("reading the network namespace cookie", e))?;
         let mut out = Vec::new();
-        for (dir, ifindex) in status::dirs_in_netns(&self.root, cookie) {
+        for (dir, ifindex) in status::dirs_in_netns(&self.root, cookie)? {
             let name = sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}"));
             let _lock = DirLock::shared(&dir)?;
             out.push(status::read(&State::open(&dir, &name)?)?);

@@ -37,6 +37,9 @@ pub struct ProbeResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub kernel: String,
+    /// Running as root: without privileges every BPF load fails, and the
+    /// answers below say nothing about the kernel.
+    pub privileged: bool,
     pub btf: bool,
     pub lockdown: Option<String>,
     pub xdp: ProbeResult,
@@ -145,6 +148,7 @@ pub fn report() -> Report {
         });
     Report {
         kernel,
+        privileged: crate::sys::is_privileged(),
         btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         lockdown,
         xdp: outcome(load_probe_xdp("probe_main").map(drop)),

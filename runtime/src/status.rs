@@ -170,10 +170,13 @@ fn read_counters(state: &State) -> Result<Vec<Counters>> {
 
 /// Interface directories under `root` that belong to the network namespace
 /// with `cookie`.
-pub fn dirs_in_netns(root: &std::path::Path, cookie: u64) -> Vec<(std::path::PathBuf, u32)> {
-    let mut out: Vec<_> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
+pub fn dirs_in_netns(
+    root: &std::path::Path,
+    cookie: u64,
+) -> Result<Vec<(std::path::PathBuf, u32)>> {
+    let entries =
+        std::fs::read_dir(root).map_err(|e| Error::io(format!("listing {}", root.display()), e))?;
+    let mut out: Vec<_> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -182,5 +185,5 @@ pub fn dirs_in_netns(root: &std::path::Path, cookie: u64) -> Vec<(std::path::Pat
         })
         .collect();
     out.sort_by_key(|(_, i)| *i);
-    out
+    Ok(out)
 }

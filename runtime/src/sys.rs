@@ -7,10 +7,23 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-/// Effective uid is 0.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+/// Does this process have what BPF and XDP management need: CAP_BPF (or
+/// CAP_SYS_ADMIN), CAP_NET_ADMIN and CAP_SYS_ADMIN (freplace, program
+/// ids)? Read from the effective set in /proc/self/status.
+pub fn is_privileged() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let Some(eff) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+    else {
+        return false;
+    };
+    eff & (1 << CAP_NET_ADMIN) != 0 && eff & (1 << CAP_SYS_ADMIN) != 0
 }
 
 /// Index of interface `name` in the calling thread's network namespace.

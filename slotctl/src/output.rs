@@ -131,6 +131,11 @@ pub fn probe(r: &Report, json: bool) -> Result<()> {
         );
     };
     println!("kernel      {}", r.kernel);
+    if !r.privileged {
+        println!(
+            "note        not root: the kernel refuses BPF to unprivileged users, so the answers below say little; run with sudo"
+        );
+    }
     println!("btf         {}", if r.btf { "yes" } else { "no" });
     println!(
         "lockdown    {}",
