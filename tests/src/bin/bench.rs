@@ -554,7 +554,11 @@ fn machine() -> String {
 }
 
 fn docs_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md")
+    // The workspace root is the parent of this crate's directory.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new(".."))
+        .join("docs/benchmarks.md")
 }
 
 fn write_docs(figures: &str) -> Result<()> {
