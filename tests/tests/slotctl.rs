@@ -231,3 +231,64 @@ fn each_network_namespace_sees_its_own_interfaces() {
         "detaching in the other namespace left ours alone"
     );
 }
+
+#[test]
+fn hold_streams_the_programs_log_and_releases_on_sigterm() {
+    use std::io::{BufRead as _, BufReader};
+    let env = TestEnv::new().unwrap();
+    let obj = progs::path("xdp_log");
+    let mut child = {
+        let _in = env.pair.rx.enter().unwrap();
+        std::process::Command::new(integration_tests::env::slotctl_path())
+            .arg("--bpffs")
+            .arg(&env.root)
+            .args([
+                "claim",
+                &env.pair.rx_if,
+                obj.to_str().unwrap(),
+                "--hold",
+                "--backend",
+                backend().as_str(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("held until slotctl exits"), "{line}");
+    assert_eq!(env.send(3), 3);
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for l in BufReader::new(stderr).lines() {
+            lines.push(l.unwrap());
+        }
+        lines
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SIGTERM: slotctl releases the slot itself and exits 0.
+    assert_eq!(send_sigterm(child.id()), 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let lines = reader.join().unwrap();
+    let logged = lines.iter().filter(|l| l.contains("udp packet")).count();
+    assert_eq!(logged, 3, "one aya-log line per datagram: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("released")), "{lines:?}");
+    let out = env.slotctl(&["status", &env.pair.rx_if, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["claims"], serde_json::json!([]));
+}
+
+/// Sends SIGTERM with the `kill` command (no unsafe in tests).
+fn send_sigterm(pid: u32) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .code()
+        .unwrap()
+}
