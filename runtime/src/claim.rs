@@ -226,8 +226,17 @@ fn empty_slot(state: &mut State, n: usize, cfg: &SlotConfig) -> Result<()> {
     state.write_slot(n, &SlotConfig::FREE)
 }
 
-/// Claims a slot. `state` is locked exclusively by the caller.
-pub fn claim(state: &mut State, req: &ClaimRequest, default_backend: Backend) -> Result<Claim> {
+/// A request checked against its object, before anything changes.
+pub struct Prepared {
+    ins: program::Inspected,
+    prio: u32,
+    proceed_on: u32,
+    name: String,
+    raw_name: [u8; NAME_LEN],
+}
+
+/// Checks the object and the request: program, priority, name.
+pub fn prepare(req: &ClaimRequest) -> Result<Prepared> {
     let ins = program::inspect(&req.program)?;
     let prio = req
         .prio
@@ -245,6 +254,29 @@ pub fn claim(state: &mut State, req: &ClaimRequest, default_backend: Backend) ->
         .unwrap_or(DEFAULT_PROCEED_ON);
     let name = req.name.clone().unwrap_or_else(|| ins.name.clone());
     let raw_name = encode_name(&name)?;
+    Ok(Prepared {
+        ins,
+        prio,
+        proceed_on,
+        name,
+        raw_name,
+    })
+}
+
+/// Claims a slot. `state` is locked exclusively by the caller.
+pub fn claim(
+    state: &mut State,
+    req: &ClaimRequest,
+    prep: Prepared,
+    default_backend: Backend,
+) -> Result<Claim> {
+    let Prepared {
+        ins,
+        prio,
+        proceed_on,
+        name,
+        raw_name,
+    } = prep;
     let backend = match req.backend {
         Backend::Auto => default_backend,
         b => b,

@@ -147,8 +147,8 @@ impl Runtime {
         attach: AttachOptions,
     ) -> Result<Claim> {
         let iface = Iface::resolve(iface)?;
-        // Check the program before touching the interface at all.
-        program::inspect(&req.program)?;
+        // Check the object and the request before touching the interface.
+        let prepared = claim::prepare(req)?;
         if req.backend == Backend::Freplace {
             probe::freplace().map_err(|why| Error::FreplaceUnsupported { why })?;
         }
@@ -156,7 +156,7 @@ impl Runtime {
         let result = (|| {
             let (_lock, mut state) = self.open(&iface, true)?;
             let default = Backend::from_raw(state.control()?.backend);
-            claim::claim(&mut state, req, default)
+            claim::claim(&mut state, req, prepared, default)
         })();
         if result.is_err() && attached.new {
             // Bad input changes nothing: take back the dispatcher this call
