@@ -1,8 +1,9 @@
 //! A test's world: a veth pair in two fresh namespaces, a private bpffs
 //! root, and cleanup of both when the test ends, pass or fail.
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
 };
 
 use anyhow::Result;
@@ -80,10 +81,23 @@ impl TestEnv {
             .expect("running slotctl")
     }
 
+    /// Starts slotctl inside the rx namespace (it inherits the namespace of
+    /// the spawning thread), stdout and stderr piped.
+    pub fn slotctl_spawn(&self, args: &[&str]) -> Child {
+        let _in = self.pair.rx.enter().expect("entering the rx namespace");
+        Command::new(slotctl_path())
+            .arg("--bpffs")
+            .arg(&self.root)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting slotctl")
+    }
+
     /// Sends `n` UDP datagrams across the pair; returns how many arrived.
     pub fn send(&self, n: usize) -> usize {
-        let port = 40000 + (std::process::id() % 10000) as u16;
-        self.pair.send_and_count(port, n).expect("sending packets")
+        self.pair.send_and_count(0, n).expect("sending packets")
     }
 }
 
@@ -102,4 +116,13 @@ pub fn read_counter(ebpf: &aya::Ebpf) -> u64 {
     let arr: aya::maps::PerCpuArray<_, u64> =
         aya::maps::PerCpuArray::try_from(map).expect("per-CPU array");
     arr.get(&0, 0).expect("reading COUNTER").iter().sum()
+}
+
+/// The first line a child printed on stdout (e.g. slotctl's "claimed slot").
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("reading the child's stdout");
+    line
 }

@@ -144,7 +144,8 @@ impl VethPair {
         })
     }
 
-    /// Opens a UDP socket in `rx` bound to `port` (it stays in `rx`).
+    /// Opens a UDP socket in `rx` bound to `port` (0: any free port; the
+    /// socket stays in `rx`).
     pub fn receiver(&self, port: u16) -> Result<UdpSocket> {
         let _in = self.rx.enter()?;
         let sock = UdpSocket::bind(SocketAddrV4::new(self.rx_addr, port))?;
@@ -163,9 +164,10 @@ impl VethPair {
     /// Sends `count` datagrams from `tx` to `rx:port` and returns how many
     /// arrived at the receiving socket. Bounded: at most `count` packets and
     /// a short wait for the last ones.
+    /// `port` 0 picks a free port for this call alone.
     pub fn send_and_count(&self, port: u16, count: usize) -> Result<usize> {
         let rx = self.receiver(port)?;
-        let tx = self.sender(port)?;
+        let tx = self.sender(rx.local_addr()?.port())?;
         for i in 0..count {
             tx.send(&(i as u32).to_be_bytes())?;
         }

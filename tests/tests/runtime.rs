@@ -1,13 +1,9 @@
 //! The runtime on a real kernel: real veth pairs in test-made namespaces,
 //! real UDP packets, the suite's backend (`SLOTS_TEST_BACKEND`).
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use integration_tests::{
-    env::{TestEnv, backend, read_counter, slotctl_path},
+    env::{TestEnv, backend, first_line, read_counter},
     progs,
 };
 use slots_runtime::{Backend, Error, ProgramSource, SlotRef, parse_mask};
@@ -186,30 +182,18 @@ fn persistent_claims_outlive_their_handle_until_released() {
 fn a_held_claim_ends_with_its_process_even_on_sigkill() {
     let env = TestEnv::new().unwrap();
     let obj = progs::path("xdp_drop");
-    let mut child = {
-        let _in = env.pair.rx.enter().unwrap();
-        Command::new(slotctl_path())
-            .arg("--bpffs")
-            .arg(&env.root)
-            .args([
-                "claim",
-                &env.pair.rx_if,
-                "--prio",
-                "20",
-                "--hold",
-                "--backend",
-                backend().as_str(),
-            ])
-            .arg(&obj)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    };
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let be = backend();
+    let mut child = env.slotctl_spawn(&[
+        "claim",
+        &env.pair.rx_if,
+        "--prio",
+        "20",
+        "--hold",
+        "--backend",
+        be.as_str(),
+        obj.to_str().unwrap(),
+    ]);
+    let line = first_line(&mut child);
     assert!(line.contains("claimed slot"), "slotctl said: {line:?}");
     assert_eq!(env.send(N), 0, "the holder's program drops");
     child.kill().unwrap(); // SIGKILL: no destructor runs
@@ -232,29 +216,18 @@ fn a_held_claim_ends_with_its_process_even_on_sigkill() {
 #[test]
 fn another_holders_claim_needs_force() {
     let env = TestEnv::new().unwrap();
-    let mut child = {
-        let _in = env.pair.rx.enter().unwrap();
-        Command::new(slotctl_path())
-            .arg("--bpffs")
-            .arg(&env.root)
-            .args([
-                "claim",
-                &env.pair.rx_if,
-                "--prio",
-                "20",
-                "--hold",
-                "--name",
-                "theirs",
-            ])
-            .arg(progs::path("xdp_drop"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let obj = progs::path("xdp_drop");
+    let mut child = env.slotctl_spawn(&[
+        "claim",
+        &env.pair.rx_if,
+        "--prio",
+        "20",
+        "--hold",
+        "--name",
+        "theirs",
+        obj.to_str().unwrap(),
+    ]);
+    assert!(first_line(&mut child).contains("claimed slot"));
     let out = env.slotctl(&["release", &env.pair.rx_if, "theirs"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

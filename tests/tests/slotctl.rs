@@ -237,28 +237,16 @@ fn hold_streams_the_programs_log_and_releases_on_sigterm() {
     use std::io::{BufRead as _, BufReader};
     let env = TestEnv::new().unwrap();
     let obj = progs::path("xdp_log");
-    let mut child = {
-        let _in = env.pair.rx.enter().unwrap();
-        std::process::Command::new(integration_tests::env::slotctl_path())
-            .arg("--bpffs")
-            .arg(&env.root)
-            .args([
-                "claim",
-                &env.pair.rx_if,
-                obj.to_str().unwrap(),
-                "--hold",
-                "--backend",
-                backend().as_str(),
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let be = backend();
+    let mut child = env.slotctl_spawn(&[
+        "claim",
+        &env.pair.rx_if,
+        obj.to_str().unwrap(),
+        "--hold",
+        "--backend",
+        be.as_str(),
+    ]);
+    let line = integration_tests::env::first_line(&mut child);
     assert!(line.contains("held until slotctl exits"), "{line}");
     assert_eq!(env.send(3), 3);
     let stderr = child.stderr.take().unwrap();
