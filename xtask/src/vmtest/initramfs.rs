@@ -48,12 +48,15 @@ pub struct Stage {
 impl Stage {
     pub fn new(dir: &Path, bins: &[TestBin], slotctl: &Path) -> Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir)?;
+        // Apart: a test executable may be named like a binary (`slotctl`).
+        let (test_dir, bin_dir) = (dir.join("tests"), dir.join("bin"));
+        std::fs::create_dir_all(&test_dir)?;
+        std::fs::create_dir_all(&bin_dir)?;
         let mut tests = Vec::new();
         for b in bins {
-            tests.push((b.name.clone(), strip(&b.path, &dir.join(&b.name))?));
+            tests.push((b.name.clone(), strip(&b.path, &test_dir.join(&b.name))?));
         }
-        let slotctl = strip(slotctl, &dir.join("slotctl"))?;
+        let slotctl = strip(slotctl, &bin_dir.join("slotctl"))?;
         let busybox = first_existing(BUSYBOX)
             .context("busybox not found (cargo xtask setup installs busybox-static)")?;
         let mut tools = Vec::new();
