@@ -11,7 +11,7 @@
 //! extension linked, nothing in its program array) returns [`SLOT_EMPTY`] and
 //! the dispatcher moves on. A filled slot returns an XDP action; the chain
 //! decision (`chain_decide`, or the same rule inline) then decides whether the
-//! next slot runs, from the slot's [`SlotConfig::proceed_on`] mask. When the
+//! next slot runs, from the slot's [`Control::proceed_on`] mask. When the
 //! chain runs out, the packet gets `XDP_PASS`.
 #![no_std]
 
@@ -29,9 +29,9 @@ pub const SLOT_EMPTY: i32 = 0x5107;
 /// Maps one BPF program may use (the kernel's MAX_USED_MAPS).
 pub const MAX_USED_MAPS: usize = 64;
 
-/// Maps the dispatcher uses besides the slots' program arrays: CONTROL,
-/// SLOTS, STATS.
-pub const OTHER_MAPS: usize = 3;
+/// Maps the dispatcher's code uses besides the slots' program arrays:
+/// CONTROL and STATS (SLOTS is only userspace's).
+pub const OTHER_MAPS: usize = 2;
 
 /// Can slot `n` be filled by tail call, i.e. does it have its own
 /// single-entry program array? Every slot is an freplace target, but one
@@ -64,7 +64,8 @@ pub const MAX_TAIL_CALLS: usize = 33;
 /// Number of XDP actions counted per slot: ABORTED, DROP, PASS, TX, REDIRECT.
 pub const XDP_ACTIONS: usize = 5;
 
-/// Proceed-on mask bit for an XDP action (`1 << action`).
+/// Proceed-on mask bit for an XDP action (`1 << action`); masks hold the
+/// five actions in a byte.
 pub const fn action_bit(action: u32) -> u32 {
     1 << action
 }
@@ -105,10 +106,10 @@ pub const FLAG_CUSTOM_CHAIN: u32 = 1 << 1;
 /// The one entry of the `CONTROL` map: what the dispatcher reads per packet.
 ///
 /// Userspace writes it whole (a map update), but every change it makes
-/// flips a single bit of one byte (a slot's active bit, a flag), so a packet
-/// sees the old or the new state and never a mixture.
+/// touches a single byte (a slot's active bit, a flag, a slot's proceed-on
+/// mask), so a packet sees the old or the new state and never a mixture.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct Control {
     /// Bit `N % 64` of word `N / 64` set: `slot_N` runs.
@@ -133,6 +134,36 @@ pub struct Control {
     pub chain_prog_id: u32,
     /// Reserved, zero.
     pub _reserved: u32,
+    /// Per slot: bit `1 << action` set means that after the slot returns
+    /// `action`, the next active slot runs; otherwise `action` is the
+    /// packet's verdict. Here rather than in `SLOTS` so that the datapath
+    /// reads one map value per packet; written while the slot is inactive.
+    pub proceed_on: [u8; SLOT_COUNT],
+    /// Pads the struct to a multiple of 8 bytes; zero.
+    pub _pad: [u8; CONTROL_PAD],
+}
+
+/// Padding after [`Control::proceed_on`].
+pub const CONTROL_PAD: usize = (8 - SLOT_COUNT % 8) % 8;
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            active: [0; ACTIVE_WORDS],
+            flags: 0,
+            magic: 0,
+            version: 0,
+            backend: 0,
+            ifindex: 0,
+            mode: 0,
+            netns_cookie: 0,
+            ifname: [0; 16],
+            chain_prog_id: 0,
+            _reserved: 0,
+            proceed_on: [DEFAULT_PROCEED_ON as u8; SLOT_COUNT],
+            _pad: [0; CONTROL_PAD],
+        }
+    }
 }
 
 impl Control {
@@ -189,16 +220,12 @@ pub const MODE_NATIVE: u32 = 2;
 /// Length of [`SlotConfig::name`].
 pub const NAME_LEN: usize = 32;
 
-/// One entry of the `SLOTS` map per slot: the datapath reads `proceed_on`;
-/// the rest is the claim record the runtime keeps with it, so the state of a
-/// slot lives in exactly one kernel object.
+/// One entry of the `SLOTS` map per slot: the claim record. The datapath
+/// never reads it; the slot's proceed-on mask is in [`Control::proceed_on`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct SlotConfig {
-    /// Bit `1 << action` set: after this slot returns `action`, the next
-    /// active slot runs. Otherwise `action` is the packet's verdict.
-    pub proceed_on: u32,
     /// `STATE_*`.
     pub state: u32,
     /// Claim priority (lower runs first).
@@ -212,8 +239,6 @@ pub struct SlotConfig {
     /// Owner's pid (in the claimer's pid namespace), for display and for
     /// refusing another owner's release.
     pub owner_pid: u32,
-    /// Reserved, zero.
-    pub _reserved: u32,
     /// Owner's process start time (clock ticks since boot), guards against
     /// pid reuse.
     pub owner_start: u64,
@@ -226,14 +251,12 @@ pub struct SlotConfig {
 impl SlotConfig {
     /// A free slot.
     pub const FREE: Self = Self {
-        proceed_on: DEFAULT_PROCEED_ON,
         state: STATE_FREE,
         prio: 0,
         backend: BACKEND_NONE,
         prog_id: 0,
         link_id: 0,
         owner_pid: 0,
-        _reserved: 0,
         owner_start: 0,
         claimed_at: 0,
         name: [0; NAME_LEN],
@@ -271,6 +294,8 @@ mod user {
 }
 
 // No padding anywhere: the sizes are the sums of the fields.
-const _: () = assert!(core::mem::size_of::<Control>() == 8 * ACTIVE_WORDS + 8 * 4 + 8 + 16);
-const _: () = assert!(core::mem::size_of::<SlotConfig>() == 8 * 4 + 2 * 8 + NAME_LEN);
+const _: () = assert!(
+    core::mem::size_of::<Control>() == 8 * ACTIVE_WORDS + 8 * 4 + 8 + 16 + SLOT_COUNT + CONTROL_PAD
+);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 6 * 4 + 2 * 8 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<SlotStats>() == 8 * (1 + XDP_ACTIONS));

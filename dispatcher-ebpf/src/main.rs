@@ -8,8 +8,10 @@
 //!
 //! Per packet: read the active bitmap; if it is zero, pass. Otherwise walk
 //! the set bits in slot order, one byte (8 slots) at a time so that empty
-//! groups cost one test, and run each active slot; after a slot returns a
-//! verdict, the chain decision says whether the next slot runs.
+//! groups cost one test, stopping as soon as no active bit is left, and run
+//! each active slot; after a slot returns a verdict, the chain decision says
+//! whether the next slot runs. The walk is compiled once per combination of
+//! the two flags (counters, custom chain), so the common case tests neither.
 #![no_std]
 #![no_main]
 
@@ -31,6 +33,8 @@ use seq_macro::seq;
 #[map]
 static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 
+/// The claim records. Only userspace reads them; declared here so that they
+/// are created, pinned and removed with the dispatcher.
 #[map]
 static SLOTS: Array<SlotConfig> = Array::with_max_entries(SLOT_COUNT as u32, 0);
 
@@ -82,16 +86,6 @@ fn slot_no_array(ctx: *mut xdp_md) -> i32 {
 // build.rs from the contract in dispatcher-common.
 include!(concat!(env!("OUT_DIR"), "/slots.rs"));
 
-/// The default chain rule: go on iff the slot's proceed-on mask has the
-/// action's bit.
-#[inline(always)]
-fn default_proceed(slot: u32, action: u32) -> bool {
-    match SLOTS.get(slot) {
-        Some(cfg) => action < 32 && cfg.proceed_on & (1 << action) != 0,
-        None => false,
-    }
-}
-
 /// The chain decision, called after each filled slot: non-zero means the
 /// next slot runs. Replaceable with freplace; the runtime sets
 /// `FLAG_CUSTOM_CHAIN` when it links a replacement, and until then the
@@ -102,7 +96,20 @@ pub extern "C" fn chain_decide(ctx: *mut xdp_md, slot: u32, action: u32) -> i32 
     if ctx.is_null() {
         return 0;
     }
-    default_proceed(slot, action) as i32
+    match CONTROL.get(0) {
+        Some(c) => proceeds(c, slot as usize, action) as i32,
+        None => 0,
+    }
+}
+
+/// The default chain rule: go on iff the slot's proceed-on mask has the
+/// action's bit.
+#[inline(always)]
+fn proceeds(control: &Control, slot: usize, action: u32) -> bool {
+    match control.proceed_on.get(slot) {
+        Some(mask) => action < 8 && (*mask >> action) & 1 != 0,
+        None => false,
+    }
 }
 
 #[inline(always)]
@@ -118,41 +125,73 @@ fn count(slot: u32, action: i32) {
     }
 }
 
-/// Runs slot `I`. `Some(verdict)` ends the chain.
+/// Runs slot `I`. `Some(verdict)` ends the chain. `STATS` and `CHAIN` are
+/// the flags, fixed per walk so that the common case (both off) tests
+/// neither per slot.
 #[inline(always)]
-fn step<const I: usize>(ctx: *mut xdp_md, flags: u32) -> Option<u32> {
+fn step<const I: usize, const STATS: bool, const CHAIN: bool>(
+    ctx: *mut xdp_md,
+    control: &Control,
+) -> Option<u32> {
     let ret = call_slot::<I>(ctx);
     if ret == SLOT_EMPTY {
         return None;
     }
-    if flags & FLAG_STATS != 0 {
+    if STATS {
         count(I as u32, ret);
     }
-    let proceed = if flags & FLAG_CUSTOM_CHAIN != 0 {
+    let proceed = if CHAIN {
         chain_decide(ctx, I as u32, ret as u32) != 0
     } else {
-        default_proceed(I as u32, ret as u32)
+        proceeds(control, I, ret as u32)
     };
     if proceed { None } else { Some(ret as u32) }
 }
 
-/// Runs the active slots of byte group `$g` (slots `8g .. 8g+7`) of `$word`.
-/// Written out at compile time, one test per slot, because the verifier and
-/// the cost model both want straight-line code here: no loop, no indirect
-/// call (BPF has none), and an empty group costs a single test.
+/// Runs the active slots of byte group `$g` (slots `8g .. 8g+7`) of the
+/// word whose remaining bits are `$rem`, clearing each bit once its slot
+/// ran, and leaves the word's block `$done` as soon as none is left.
+/// Written out at compile time, one test per slot: BPF has no indirect
+/// calls, and straight-line code keeps the verifier's work and the cost
+/// per packet predictable. An empty group costs a single test.
 macro_rules! group {
-    ($ctx:ident, $word:ident, $flags:ident, $g:literal) => {{
+    ($done:lifetime, $ctx:ident, $control:ident, $rem:ident, $stats:ident, $chain:ident, $g:literal) => {{
         const BASE: usize = $g * 8;
-        if ($word >> (($g % 8) * 8)) & 0xff != 0 {
+        if ($rem >> (($g % 8) * 8)) & 0xff != 0 {
             seq!(J in 0..8 {
-                if BASE + J < SLOT_COUNT && $word & (1u64 << ((BASE + J) % 64)) != 0 {
-                    if let Some(verdict) = step::<{ BASE + J }>($ctx, $flags) {
+                if BASE + J < SLOT_COUNT && $rem & (1u64 << ((BASE + J) % 64)) != 0 {
+                    if let Some(verdict) = step::<{ BASE + J }, $stats, $chain>($ctx, $control) {
                         return verdict;
+                    }
+                    $rem &= !(1u64 << ((BASE + J) % 64));
+                    if $rem == 0 {
+                        break $done;
                     }
                 }
             });
         }
     }};
+}
+
+/// Walks the active slots in order. The second word is read when the walk
+/// gets there, rather than kept live across every slot call.
+#[inline(always)]
+fn walk<const STATS: bool, const CHAIN: bool>(ctx: *mut xdp_md, control: &Control, w0: u64) -> u32 {
+    let mut rem = w0;
+    'word0: {
+        if rem == 0 {
+            break 'word0;
+        }
+        seq!(G in 0..8 { group!('word0, ctx, control, rem, STATS, CHAIN, G); });
+    }
+    let mut rem = control.active[1];
+    'word1: {
+        if rem == 0 {
+            break 'word1;
+        }
+        seq!(G in 8..13 { group!('word1, ctx, control, rem, STATS, CHAIN, G); });
+    }
+    xdp_action::XDP_PASS
 }
 
 #[xdp]
@@ -169,15 +208,17 @@ pub fn dispatcher(ctx: XdpContext) -> u32 {
     if w0 | w1 == 0 {
         return xdp_action::XDP_PASS;
     }
-    let flags = control.flags;
     let ctx = ctx.ctx;
-    if w0 != 0 {
-        seq!(G in 0..8 { group!(ctx, w0, flags, G); });
+    let flags = control.flags;
+    // One test for the common case: no counters, default chain rule.
+    if flags & (FLAG_STATS | FLAG_CUSTOM_CHAIN) == 0 {
+        return walk::<false, false>(ctx, control, w0);
     }
-    if w1 != 0 {
-        seq!(G in 8..13 { group!(ctx, w1, flags, G); });
+    match (flags & FLAG_STATS != 0, flags & FLAG_CUSTOM_CHAIN != 0) {
+        (true, false) => walk::<true, false>(ctx, control, w0),
+        (false, true) => walk::<false, true>(ctx, control, w0),
+        _ => walk::<true, true>(ctx, control, w0),
     }
-    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

@@ -335,7 +335,6 @@ pub fn claim(
 
     let (owner_pid, owner_start) = owner::current();
     let mut record = SlotConfig {
-        proceed_on,
         state: if req.persistent {
             STATE_PERSISTENT
         } else {
@@ -346,7 +345,6 @@ pub fn claim(
         prog_id: 0,
         link_id: 0,
         owner_pid,
-        _reserved: 0,
         owner_start,
         claimed_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -354,7 +352,9 @@ pub fn claim(
         name: raw_name,
     };
 
-    // 1. load, 2. record, 3. fill, 4. activate.
+    // 1. record the mask (the slot is inactive), 2. load, 3. record the
+    // claim, 4. fill, 5. activate.
+    state.set_proceed_on(slot, proceed_on)?;
     let (program, hold) = match backend {
         Backend::TailCall | Backend::Auto => {
             let program = program::load_xdp(&req.program, &ins)?;

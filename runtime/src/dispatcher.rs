@@ -123,17 +123,13 @@ fn init_maps(ebpf: &mut Ebpf, iface: &Iface, backend: u32) -> Result<()> {
     let n = iface.name.len().min(15);
     ifname[..n].copy_from_slice(&iface.name.as_bytes()[..n]);
     let control = Control {
-        active: [0; dispatcher_common::ACTIVE_WORDS],
-        flags: 0,
         magic: CONTROL_MAGIC,
         version: LAYOUT_VERSION,
         backend,
         ifindex: iface.ifindex,
-        mode: 0,
         netns_cookie: iface.netns_cookie,
         ifname,
-        chain_prog_id: 0,
-        _reserved: 0,
+        ..Control::default()
     };
     let map = ebpf
         .map_mut(names::CONTROL_MAP)

@@ -5,7 +5,7 @@ use aya::{
     maps::{Array, ProgramArray},
     programs::{Extension, ProgramFd, TestRun, TestRunOptions, Xdp},
 };
-use dispatcher_common::{Control, SlotConfig, names};
+use dispatcher_common::{Control, names};
 use serde::Serialize;
 
 use crate::{dispatcher, error::chain};
@@ -104,10 +104,6 @@ pub fn tail_calls() -> Outcome {
         let mut control = Control::default();
         control.set_active(0, true);
         c.set(0, control, 0).map_err(|e| chain(&e))?;
-        let mut s: Array<_, SlotConfig> =
-            Array::try_from(ebpf.map_mut(names::SLOTS_MAP).ok_or("no SLOTS")?)
-                .map_err(|e| chain(&e))?;
-        s.set(0, SlotConfig::FREE, 0).map_err(|e| chain(&e))?;
         let name = format!("{}0", names::SLOT_PROG_MAP_PREFIX);
         let mut a = ProgramArray::try_from(ebpf.map_mut(&name).ok_or("no slot array")?)
             .map_err(|e| chain(&e))?;

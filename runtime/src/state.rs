@@ -112,6 +112,14 @@ impl State {
         self.write_control(&c)
     }
 
+    /// Writes slot `n`'s proceed-on mask (`1 << action`); only while the
+    /// slot is inactive, in its own write (see `Control`).
+    pub fn set_proceed_on(&mut self, n: usize, mask: u32) -> Result<()> {
+        let mut c = self.control()?;
+        c.proceed_on[n] = mask as u8;
+        self.write_control(&c)
+    }
+
     /// Sets or clears a `FLAG_*` bit.
     pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<()> {
         let mut c = self.control()?;

@@ -112,7 +112,7 @@ pub fn read(state: &State) -> Result<Status> {
             prio: cfg.prio,
             name: decode_name(&cfg.name),
             prog_id: cfg.prog_id,
-            proceed_on: mask_names(cfg.proceed_on),
+            proceed_on: mask_names(control.proceed_on[n].into()),
             owner: cfg.owner_pid,
             persistent: cfg.state == STATE_PERSISTENT,
             state: match cfg.state {

@@ -13,8 +13,7 @@ use aya::{
 };
 use dispatcher_common::{
     CONTROL_MAGIC, Control, DEFAULT_PROCEED_ON, FLAG_CUSTOM_CHAIN, FLAG_STATS, LAYOUT_VERSION,
-    MAX_TAIL_CALLS, SLOT_COUNT, SlotConfig, SlotStats, TAIL_CALL_SLOTS, action_bit, has_prog_array,
-    names,
+    MAX_TAIL_CALLS, SLOT_COUNT, SlotStats, TAIL_CALL_SLOTS, action_bit, has_prog_array, names,
 };
 use integration_tests::{netns::VethPair, progs};
 
@@ -128,16 +127,9 @@ impl Dispatcher {
     }
 
     fn set_proceed_on(&mut self, slot: usize, mask: u32) -> Result<()> {
-        let mut map: Array<_, SlotConfig> = Array::try_from(self.map_mut(names::SLOTS_MAP)?)?;
-        map.set(
-            slot as u32,
-            SlotConfig {
-                proceed_on: mask,
-                ..SlotConfig::FREE
-            },
-            0,
-        )?;
-        Ok(())
+        let mut c = self.control()?;
+        c.proceed_on[slot] = mask as u8;
+        self.write_control(c)
     }
 
     /// Puts a program into slot `slot`'s program array.

@@ -23,7 +23,7 @@ use aya::{
 };
 use dispatcher_common::{
     Control, DEFAULT_PROCEED_ON, FLAG_CUSTOM_CHAIN, FLAG_STATS, MAX_TAIL_CALLS, SLOT_COUNT,
-    SlotConfig, has_prog_array, names,
+    has_prog_array, names,
 };
 use integration_tests::progs;
 
@@ -161,23 +161,8 @@ impl Setup {
             .load(object)
             .context("loading the dispatcher object")?;
         load_xdp(&mut disp, names::DISPATCHER)?;
-        {
-            let mut slots: Array<_, SlotConfig> = Array::try_from(
-                disp.map_mut(names::SLOTS_MAP)
-                    .ok_or_else(|| anyhow!("no SLOTS map"))?,
-            )?;
-            for n in 0..SLOT_COUNT as u32 {
-                slots.set(
-                    n,
-                    SlotConfig {
-                        proceed_on: DEFAULT_PROCEED_ON,
-                        ..SlotConfig::FREE
-                    },
-                    0,
-                )?;
-            }
-        }
-
+        // Control::default() proceeds on XDP_PASS in every slot, as the
+        // runtime's fresh dispatcher does.
         let mut refs = Vec::new();
         for &k in ref_sizes {
             let num = k as u32;

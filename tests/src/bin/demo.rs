@@ -15,7 +15,10 @@ fn main() -> Result<()> {
         "namespaces {} ({}) and {} ({}, {ifc}) joined by a veth pair",
         env.pair.tx.name, env.pair.tx_addr, env.pair.rx.name, env.pair.rx_addr
     );
-    println!("\n1. no dispatcher: {}/{PACKETS} UDP packets arrive", env.send(PACKETS));
+    println!(
+        "\n1. no dispatcher: {}/{PACKETS} UDP packets arrive",
+        env.send(PACKETS)
+    );
 
     let a = env.in_rx(|rt, i| rt.attach(i, AttachOptions::default()))?;
     println!(
