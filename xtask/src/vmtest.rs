@@ -177,10 +177,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut failed = false;
     let mut rows = Vec::new();
     for (k, boot, outcome) in &results {
-        let ok = outcome.passed(boot);
-        failed |= !ok;
+        failed |= !outcome.passed(boot);
         eprintln!("{}", outcome.summary(k, boot));
-        rows.push(report::Row::from_vm(k, outcome, ok));
+        rows.push(report::Row::from_vm(k, outcome, boot));
     }
     if args.is_full() {
         report::record(&rows)?;

@@ -157,3 +157,55 @@ fn pad(out: &mut impl Write, len: usize) -> Result<()> {
     out.write_all(&[0; 3][..(4 - len % 4) % 4])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newc_layout() {
+        let mut a = Archive::default();
+        a.bytes("/bin/x", "hello", 0o755);
+        a.symlink("bin/sh", "busybox");
+        a.char_dev("dev/console", 5, 1);
+        let mut out = Vec::new();
+        a.write(&mut out).unwrap();
+        assert_eq!(out.len() % 4, 0);
+        // Entries: bin (added as a parent), bin/sh, bin/x, dev, dev/console, trailer.
+        let names: Vec<String> = headers(&out).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["bin", "bin/sh", "bin/x", "dev", "dev/console", "TRAILER!!!"]
+        );
+        let modes: Vec<u32> = headers(&out).into_iter().map(|(_, m)| m).collect();
+        assert_eq!(modes[0], S_IFDIR | 0o755);
+        assert_eq!(modes[1], S_IFLNK | 0o777);
+        assert_eq!(modes[2], S_IFREG | 0o755);
+        assert_eq!(modes[4], S_IFCHR | 0o600);
+    }
+
+    /// (name, mode) of every header, walking the archive by its sizes.
+    fn headers(data: &[u8]) -> Vec<(String, u32)> {
+        let field = |h: &[u8], i: usize| {
+            u32::from_str_radix(std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                .unwrap()
+        };
+        let up4 = |n: usize| n.div_ceil(4) * 4;
+        let mut found = Vec::new();
+        let mut off = 0;
+        while off < data.len() {
+            let h = &data[off..];
+            assert_eq!(&h[..6], b"070701");
+            let (mode, size, namesize) = (field(h, 1), field(h, 6) as usize, field(h, 11) as usize);
+            let name = String::from_utf8(h[110..110 + namesize - 1].to_vec()).unwrap();
+            off += up4(110 + namesize) + up4(size);
+            let done = name == "TRAILER!!!";
+            found.push((name, mode));
+            if done {
+                break;
+            }
+        }
+        assert_eq!(off, data.len());
+        found
+    }
+}

@@ -11,6 +11,8 @@ use crate::workspace_root;
 const DOC: &str = "docs/kernel-compat.md";
 const QEMU: &str = "QEMU (TCG)";
 const HOST: &str = "host";
+/// Failed tests named in the table's notes; more are counted.
+const NOTE_TESTS: usize = 4;
 /// Lines of a test executable's failure report shown in the summary.
 const DETAIL_LINES: usize = 40;
 
@@ -278,11 +280,15 @@ pub struct Row {
     pub ignored: u32,
     pub result: String,
     pub date: String,
+    /// Why it failed: failing tests, crashes, missing markers.
+    #[serde(default)]
+    pub notes: String,
 }
 
 impl Row {
-    pub fn from_vm(k: &Kernel, o: &Outcome, ok: bool) -> Self {
+    pub fn from_vm(k: &Kernel, o: &Outcome, boot: &Boot) -> Self {
         let c = o.counts();
+        let problems = o.problems(boot);
         let release = o.release.clone().unwrap_or_else(|| k.release.clone());
         Self {
             series: series(&release),
@@ -292,8 +298,12 @@ impl Row {
             passed: c.passed,
             failed: c.failed,
             ignored: c.ignored,
-            result: if ok { "pass" } else { "fail" }.into(),
+            result: if problems.is_empty() { "pass" } else { "fail" }.into(),
             date: today(),
+            notes: notes(
+                problems.iter().filter(|p| !p.starts_with("failed: ")),
+                &c.failures,
+            ),
         }
     }
 
@@ -312,16 +322,23 @@ impl Row {
             ignored: c.ignored,
             result: if ok && c.failed == 0 { "pass" } else { "fail" }.into(),
             date: today(),
+            notes: if c.failures.is_empty() && !ok {
+                "cargo test failed".into()
+            } else {
+                notes([].iter(), &c.failures)
+            },
         }
     }
 
-    fn key(&self) -> (String, String) {
-        (self.runs_on.clone(), self.series.clone())
+    /// One row per place and kernel series; VM rows first, by version.
+    fn key(&self) -> (bool, Vec<u64>) {
+        let version = self.series.split('.').filter_map(|n| n.parse().ok());
+        (self.runs_on == HOST, version.collect())
     }
 
     fn markdown(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             self.series,
             self.kernel,
             self.runs_on,
@@ -331,7 +348,8 @@ impl Row {
             self.ignored,
             self.passed + self.failed + self.ignored,
             self.result,
-            self.date
+            self.date,
+            self.notes.replace('|', "/"),
         )
     }
 
@@ -353,6 +371,7 @@ impl Row {
             _total,
             result,
             date,
+            notes,
         ] = cells[..]
         else {
             return None;
@@ -367,8 +386,31 @@ impl Row {
             ignored: ignored.parse().ok()?,
             result: result.into(),
             date: date.into(),
+            notes: notes.into(),
         })
     }
+}
+
+/// The notes cell: `problems`, then the failed tests by name, or for more
+/// than [`NOTE_TESTS`] of them the count per executable (`bin: test`).
+fn notes<'a>(problems: impl Iterator<Item = &'a String>, failures: &[String]) -> String {
+    let mut notes: Vec<String> = problems.cloned().collect();
+    if failures.len() <= NOTE_TESTS {
+        notes.extend(failures.iter().map(|f| format!("failed: {f}")));
+    } else {
+        let mut per_bin: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in failures {
+            let bin = f.split_once(": ").map_or("tests", |(b, _)| b);
+            *per_bin.entry(bin).or_default() += 1;
+        }
+        let counts: Vec<String> = per_bin.iter().map(|(b, n)| format!("{b} {n}")).collect();
+        notes.push(format!(
+            "{} tests failed ({})",
+            failures.len(),
+            counts.join(", ")
+        ));
+    }
+    notes.join("; ")
 }
 
 /// `6.12` for `6.12.117+deb12-cloud-amd64`.
@@ -414,24 +456,18 @@ pub fn record(rows: &[Row]) -> Result<()> {
     }
     let doc: PathBuf = workspace_root().join(DOC);
     let old = std::fs::read_to_string(&doc).unwrap_or_default();
-    let mut table: BTreeMap<(u8, Vec<u64>), Row> = BTreeMap::new();
-    let order = |r: &Row| {
-        let place = if r.runs_on == HOST { 1 } else { 0 };
-        (
-            place,
-            r.series
-                .split('.')
-                .filter_map(|n| n.parse().ok())
-                .collect::<Vec<u64>>(),
-        )
-    };
-    for r in old.lines().filter_map(Row::from_markdown) {
-        if !rows.iter().any(|n| n.key() == r.key()) {
-            table.insert(order(&r), r);
-        }
+    let mut table = BTreeMap::new();
+    // Rows of other kernels: from the saved results of their last run, or
+    // from the table itself when those are gone.
+    let saved = std::fs::read_dir(&results)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter_map(|p| serde_json::from_slice::<Row>(&std::fs::read(p).ok()?).ok());
+    for r in old.lines().filter_map(Row::from_markdown).chain(saved) {
+        table.insert(r.key(), r);
     }
     for r in rows {
-        table.insert(order(r), r.clone());
+        table.insert(r.key(), r.clone());
     }
     let mut s = String::from(
         "# Kernel compatibility\n\
@@ -440,8 +476,8 @@ pub fn record(rows: &[Row]) -> Result<()> {
          QEMU) and of `cargo xtask test` (the host row); both commands rewrite\n\
          their rows, so do not edit this file by hand.\n\
          \n\
-         | Series | Kernel | Runs on | Backend | Passed | Failed | Ignored | Total | Result | Date |\n\
-         |---|---|---|---|--:|--:|--:|--:|---|---|\n",
+         | Series | Kernel | Runs on | Backend | Passed | Failed | Ignored | Total | Result | Date | Notes |\n\
+         |---|---|---|---|--:|--:|--:|--:|---|---|---|\n",
     );
     for r in table.values() {
         s += &r.markdown();
@@ -487,4 +523,136 @@ fn today() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSOLE: &str = "\
+SeaBIOS (version 1.16.2)
+VMTEST-KERNEL 6.12.117+deb12-cloud-amd64
+VMTEST-SMOKE ext=yes veth=yes
+VMTEST-BEGIN datapath
+
+running 3 tests
+test a ... ok
+test b ... FAILED
+test c ... ignored
+
+failures:
+
+---- b stdout ----
+thread 'b' panicked at tests/tests/datapath.rs:1:1:
+boom
+
+failures:
+    b
+
+test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.10s
+
+VMTEST-END datapath rc=101 start=2.50 end=4.00
+VMTEST-BEGIN runtime
+
+running 2 tests
+test x ... ok
+[    9.000000] some kernel line
+VMTEST-END runtime rc=137 start=4.00 end=9.00
+VMTEST-DONE total=2 failed=2
+";
+
+    #[test]
+    fn console_markers_and_libtest_output() {
+        let o = parse_console(CONSOLE);
+        assert_eq!(o.release.as_deref(), Some("6.12.117+deb12-cloud-amd64"));
+        assert_eq!(o.smoke.as_deref(), Some("ext=yes veth=yes"));
+        assert!(o.done);
+        assert_eq!(o.bins.len(), 2);
+        let d = &o.bins[0];
+        assert_eq!(
+            (d.rc, d.counts.passed, d.counts.failed, d.counts.ignored),
+            (Some(101), 1, 1, 1)
+        );
+        assert_eq!(d.counts.failures, ["b"]);
+        assert!((d.seconds - 1.5).abs() < 1e-9);
+        assert!(d.details.iter().any(|l| l == "boom"));
+        assert!(
+            !d.details.iter().any(|l| l.trim() == "b"),
+            "the name list is not a detail"
+        );
+        // Killed before its summary: the per-test lines count.
+        let r = &o.bins[1];
+        assert_eq!((r.rc, r.counts.passed, r.counts.failed), (Some(137), 1, 0));
+        let c = o.counts();
+        assert_eq!((c.passed, c.failed, c.ignored), (2, 1, 1));
+        assert_eq!(c.failures, ["datapath: b"]);
+    }
+
+    #[test]
+    fn a_console_without_the_final_marker_fails() {
+        let o =
+            parse_console("VMTEST-KERNEL 6.1.0-56-amd64\nVMTEST-BEGIN datapath\nrunning 1 test\n");
+        assert!(!o.done);
+        assert_eq!(o.bins.len(), 1);
+        assert_eq!(o.bins[0].rc, None);
+    }
+
+    #[test]
+    fn native_counts_sum_every_executable() {
+        let mut c = Counts::default();
+        for line in [
+            "running 2 tests",
+            "test a ... ok",
+            "test b ... ok",
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+            "running 1 test",
+            "test src/lib.rs - f (line 3) ... FAILED",
+            "test result: FAILED. 0 passed; 1 failed; 3 ignored; 0 measured; 0 filtered out",
+            "running 2 tests",
+            "test crashed_before_summary ... ok",
+        ] {
+            c.add_line(line);
+        }
+        c.finish();
+        assert_eq!((c.passed, c.failed, c.ignored), (3, 1, 3));
+        assert_eq!(c.failures, ["src/lib.rs - f (line 3)"]);
+    }
+
+    #[test]
+    fn rows_survive_the_markdown_table() {
+        let row = Row {
+            series: "6.1".into(),
+            kernel: "6.1.0-56-amd64 (Debian 6.1.192-2)".into(),
+            runs_on: QEMU.into(),
+            backend: "freplace".into(),
+            passed: 3,
+            failed: 1,
+            ignored: 2,
+            result: "fail".into(),
+            date: "2026-01-02".into(),
+            notes: "failed: datapath: b".into(),
+        };
+        let back = Row::from_markdown(&row.markdown()).expect("a table row");
+        assert_eq!(back.markdown(), row.markdown());
+        assert!(Row::from_markdown("|---|---|").is_none());
+    }
+
+    #[test]
+    fn many_failures_are_counted_per_executable() {
+        let failures: Vec<String> = (0..6)
+            .map(|i| format!("{}: t{i}", if i < 4 { "datapath" } else { "runtime" }))
+            .collect();
+        assert_eq!(
+            notes(["time limit reached".to_string()].iter(), &failures),
+            "time limit reached; 6 tests failed (datapath 4, runtime 2)"
+        );
+        assert_eq!(notes([].iter(), &failures[..1]), "failed: datapath: t0");
+    }
+
+    #[test]
+    fn series_of_a_release() {
+        assert_eq!(series("6.12.117+deb12-cloud-amd64"), "6.12");
+        assert_eq!(series("6.1.0-56-amd64"), "6.1");
+        assert_eq!(series("6.18.44-fc-v669"), "6.18");
+    }
 }
