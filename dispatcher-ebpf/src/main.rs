@@ -26,7 +26,6 @@ use aya_ebpf::{
 };
 use dispatcher_common::{
     Control, FLAG_CUSTOM_CHAIN, FLAG_STATS, SLOT_COUNT, SLOT_EMPTY, SlotConfig, SlotStats,
-    XDP_ACTIONS,
 };
 use seq_macro::seq;
 
@@ -118,9 +117,12 @@ fn count(slot: u32, action: i32) {
         // SAFETY: per-CPU map value, valid for this program run.
         let s = unsafe { &mut *s };
         s.packets += 1;
-        let a = action as u32 as usize;
-        if a < XDP_ACTIONS {
-            s.actions[a] += 1;
+        // One add per action at a constant offset, not `actions[action]`:
+        // LLVM bounds-checks a copy of the index register and indexes with
+        // another, and older verifiers (6.1) lose the bound between the two.
+        let a = action as u32;
+        for (i, n) in s.actions.iter_mut().enumerate() {
+            *n += (a == i as u32) as u64;
         }
     }
 }
