@@ -220,6 +220,8 @@ fn build(args: &Args) -> Result<(Vec<TestBin>, PathBuf)> {
         };
         bins.push(TestBin { name, path });
     }
+    // Cargo reports them in build order; run them in a stable one.
+    bins.sort_by(|a, b| a.name.cmp(&b.name));
     let slotctl = cargo_executables(
         &[
             "build",
