@@ -149,7 +149,11 @@ pub fn build(stage: &Stage, kernel: &Kernel, args: &Args, out: &Path) -> Result<
 /// and prints markers the host parses (`VMTEST-...` at the start of a line),
 /// then powers off.
 fn init_script(tests: &[&str], modules: &[String], args: &Args) -> String {
-    let mut test_args: Vec<String> = vec![format!("--test-threads={}", args.test_threads.max(1))];
+    let mut test_args: Vec<String> = Vec::new();
+    // libtest refuses the option twice: arguments after `--` win.
+    if !args.args.iter().any(|a| a.starts_with("--test-threads")) {
+        test_args.push(format!("--test-threads={}", args.test_threads.max(1)));
+    }
     test_args.extend(args.args.iter().cloned());
     test_args.extend(args.filter.iter().cloned());
     let test_args = test_args
