@@ -139,12 +139,17 @@ pub struct Control {
     /// packet's verdict. Here rather than in `SLOTS` so that the datapath
     /// reads one map value per packet; written while the slot is inactive.
     pub proceed_on: [u8; SLOT_COUNT],
+    /// One past the highest active slot (0: none): the walk stops there.
+    /// Raised after a slot's activation, lowered before its deactivation,
+    /// so a packet that sees a stale value only skips a slot that is being
+    /// switched on or off.
+    pub walk_end: u8,
     /// Pads the struct to a multiple of 8 bytes; zero.
     pub _pad: [u8; CONTROL_PAD],
 }
 
-/// Padding after [`Control::proceed_on`].
-pub const CONTROL_PAD: usize = (8 - SLOT_COUNT % 8) % 8;
+/// Padding after [`Control::walk_end`].
+pub const CONTROL_PAD: usize = (8 - (SLOT_COUNT + 1) % 8) % 8;
 
 impl Default for Control {
     fn default() -> Self {
@@ -161,6 +166,7 @@ impl Default for Control {
             chain_prog_id: 0,
             _reserved: 0,
             proceed_on: [DEFAULT_PROCEED_ON as u8; SLOT_COUNT],
+            walk_end: 0,
             _pad: [0; CONTROL_PAD],
         }
     }
@@ -172,14 +178,27 @@ impl Control {
         self.active[slot / 64] & (1 << (slot % 64)) != 0
     }
 
-    /// Set or clear `slot`'s active bit.
+    /// Set or clear `slot`'s active bit and keep `walk_end` right (for a
+    /// value written whole; a live dispatcher's userspace writes the two
+    /// fields in two steps, see [`Control::walk_end`]).
     pub fn set_active(&mut self, slot: usize, on: bool) {
+        self.set_active_bit(slot, on);
+        self.walk_end = self.highest_active().map_or(0, |h| h as u8 + 1);
+    }
+
+    /// Set or clear `slot`'s active bit alone.
+    pub fn set_active_bit(&mut self, slot: usize, on: bool) {
         let bit = 1u64 << (slot % 64);
         if on {
             self.active[slot / 64] |= bit;
         } else {
             self.active[slot / 64] &= !bit;
         }
+    }
+
+    /// The highest active slot.
+    pub fn highest_active(&self) -> Option<usize> {
+        (0..SLOT_COUNT).rev().find(|&n| self.is_active(n))
     }
 
     /// Number of active slots.
@@ -295,7 +314,8 @@ mod user {
 
 // No padding anywhere: the sizes are the sums of the fields.
 const _: () = assert!(
-    core::mem::size_of::<Control>() == 8 * ACTIVE_WORDS + 8 * 4 + 8 + 16 + SLOT_COUNT + CONTROL_PAD
+    core::mem::size_of::<Control>()
+        == 8 * ACTIVE_WORDS + 8 * 4 + 8 + 16 + SLOT_COUNT + 1 + CONTROL_PAD
 );
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 6 * 4 + 2 * 8 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<SlotStats>() == 8 * (1 + XDP_ACTIONS));

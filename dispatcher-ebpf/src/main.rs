@@ -8,7 +8,7 @@
 //!
 //! Per packet: read the active bitmap; if it is zero, pass. Otherwise walk
 //! the set bits in slot order, one byte (8 slots) at a time so that empty
-//! groups cost one test, stopping as soon as no active bit is left, and run
+//! groups cost one test, stopping after the last active slot, and run
 //! each active slot; after a slot returns a verdict, the chain decision says
 //! whether the next slot runs. The walk is compiled once per combination of
 //! the two flags (counters, custom chain), so the common case tests neither.
@@ -151,23 +151,23 @@ fn step<const I: usize, const STATS: bool, const CHAIN: bool>(
 }
 
 /// Runs the active slots of byte group `$g` (slots `8g .. 8g+7`) of the
-/// word whose remaining bits are `$rem`, clearing each bit once its slot
-/// ran, and leaves the word's block `$done` as soon as none is left.
+/// word `$w`, and ends the walk after the last active slot (`$end` is one
+/// past it). The bitmap word itself is never modified: a verifier tracks a
+/// changing mask bit by bit and older ones (6.1) then cannot prune paths.
 /// Written out at compile time, one test per slot: BPF has no indirect
 /// calls, and straight-line code keeps the verifier's work and the cost
 /// per packet predictable. An empty group costs a single test.
 macro_rules! group {
-    ($done:lifetime, $ctx:ident, $control:ident, $rem:ident, $stats:ident, $chain:ident, $g:literal) => {{
+    ($ctx:ident, $control:ident, $w:ident, $end:ident, $stats:ident, $chain:ident, $g:literal) => {{
         const BASE: usize = $g * 8;
-        if ($rem >> (($g % 8) * 8)) & 0xff != 0 {
+        if ($w >> (($g % 8) * 8)) & 0xff != 0 {
             seq!(J in 0..8 {
-                if BASE + J < SLOT_COUNT && $rem & (1u64 << ((BASE + J) % 64)) != 0 {
+                if BASE + J < SLOT_COUNT && $w & (1u64 << ((BASE + J) % 64)) != 0 {
                     if let Some(verdict) = step::<{ BASE + J }, $stats, $chain>($ctx, $control) {
                         return verdict;
                     }
-                    $rem &= !(1u64 << ((BASE + J) % 64));
-                    if $rem == 0 {
-                        break $done;
+                    if $end <= (BASE + J + 1) as u32 {
+                        return xdp_action::XDP_PASS;
                     }
                 }
             });
@@ -179,19 +179,13 @@ macro_rules! group {
 /// gets there, rather than kept live across every slot call.
 #[inline(always)]
 fn walk<const STATS: bool, const CHAIN: bool>(ctx: *mut xdp_md, control: &Control, w0: u64) -> u32 {
-    let mut rem = w0;
-    'word0: {
-        if rem == 0 {
-            break 'word0;
-        }
-        seq!(G in 0..8 { group!('word0, ctx, control, rem, STATS, CHAIN, G); });
+    let end = control.walk_end as u32;
+    if w0 != 0 {
+        seq!(G in 0..8 { group!(ctx, control, w0, end, STATS, CHAIN, G); });
     }
-    let mut rem = control.active[1];
-    'word1: {
-        if rem == 0 {
-            break 'word1;
-        }
-        seq!(G in 8..13 { group!('word1, ctx, control, rem, STATS, CHAIN, G); });
+    let w1 = control.active[1];
+    if w1 != 0 {
+        seq!(G in 8..13 { group!(ctx, control, w1, end, STATS, CHAIN, G); });
     }
     xdp_action::XDP_PASS
 }

@@ -106,10 +106,28 @@ impl State {
 
     /// Sets or clears slot `n`'s active bit: the one write that makes the
     /// datapath start or stop calling the slot.
+    /// `walk_end` (where the walk stops) is raised after an activation and
+    /// lowered before a deactivation, each write changing one byte.
     pub fn set_active(&mut self, n: usize, on: bool) -> Result<()> {
         let mut c = self.control()?;
-        c.set_active(n, on);
-        self.write_control(&c)
+        if on {
+            c.set_active_bit(n, true);
+            self.write_control(&c)?;
+            if c.walk_end as usize <= n {
+                c.walk_end = n as u8 + 1;
+                self.write_control(&c)?;
+            }
+        } else {
+            let mut after = c;
+            after.set_active(n, false);
+            if after.walk_end < c.walk_end {
+                c.walk_end = after.walk_end;
+                self.write_control(&c)?;
+            }
+            c.set_active_bit(n, false);
+            self.write_control(&c)?;
+        }
+        Ok(())
     }
 
     /// Writes slot `n`'s proceed-on mask (`1 << action`); only while the
