@@ -107,7 +107,24 @@ fn out_dir() -> PathBuf {
     workspace_root().join("target/vmtest")
 }
 
+/// Holds target/vmtest for this process: concurrent runs in one checkout
+/// would overwrite each other's initramfs, console logs and table rows.
+fn lock() -> Result<std::fs::File> {
+    std::fs::create_dir_all(out_dir())?;
+    let path = out_dir().join("lock");
+    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", show(&path)))?;
+    if file.try_lock().is_err() {
+        eprintln!(
+            "vmtest: waiting for another run in this checkout ({})",
+            show(&path)
+        );
+        file.lock()?;
+    }
+    Ok(file)
+}
+
 pub fn run(args: Args) -> Result<()> {
+    let _lock = lock()?;
     let started = Instant::now();
     let specs: Vec<String> = if args.kernels.is_empty() {
         kernel::DEFAULT.iter().map(|s| s.to_string()).collect()
@@ -308,6 +325,7 @@ pub fn native_suite(extra: &[String]) -> Result<()> {
     let status = child.wait()?;
     counts.finish();
     if extra.is_empty() {
+        let _lock = lock()?;
         report::record(&[report::Row::host(&counts, status.success())])?;
     }
     if !status.success() {
