@@ -70,6 +70,7 @@ fn program_name(id: u32) -> String {
 pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attached> {
     crate::ensure_root_dir(root)?;
     let _root_lock = DirLock::exclusive(root)?;
+    remove_dead_builds(root, iface)?;
     let dir = root.join(iface.dir_name());
     if dir.exists() {
         if let Some(prog_id) = ours_attached(&dir, iface)? {
@@ -181,6 +182,29 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
             Err(e)
         }
     }
+}
+
+/// Removes the side directories (`<name>_new<pid>`, see [`attach`]) of
+/// attaches to `iface` that died before renaming theirs into place. Every
+/// attach builds under the root lock, which the caller holds, so any such
+/// directory is a dead process's. Left alone, its pins leak the dispatcher
+/// and its maps, and its pinned link keeps that dispatcher on the interface,
+/// where every later attach would take it for a foreign program.
+fn remove_dead_builds(root: &Path, iface: &Iface) -> Result<()> {
+    let prefix = format!("{}_new", iface.dir_name());
+    let entries =
+        std::fs::read_dir(root).map_err(|e| Error::io(format!("listing {}", root.display()), e))?;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name
+            .strip_prefix(&prefix)
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if ours {
+            log::info!("removing {}, left by an attach that did not finish", name);
+            remove_dir(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes an interface directory and every pin in it. Removing the link
