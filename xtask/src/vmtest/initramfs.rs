@@ -193,7 +193,7 @@ veth=no
 if $ip netns add vmtest-probe && $ip -n vmtest-probe link add vmtest0 type veth peer name vmtest1; then veth=yes; fi
 $ip netns del vmtest-probe 2>/dev/null
 echo "VMTEST-SMOKE ext=$ext veth=$veth"
-export SLOTS_TEST_BACKEND=freplace SLOTCTL=/vmtest/slotctl RUST_BACKTRACE=1
+export SLOTS_TEST_BACKEND=freplace SLOTS_STRESS=short SLOTCTL=/vmtest/slotctl RUST_BACKTRACE=1
 cd /tmp
 total=0
 failed=0
