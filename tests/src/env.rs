@@ -95,6 +95,17 @@ impl TestEnv {
             .expect("starting slotctl")
     }
 
+    /// `slotctl status <if> --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.slotctl(&["status", &self.pair.rx_if, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
     /// Sends `n` UDP datagrams across the pair; returns how many arrived.
     pub fn send(&self, n: usize) -> usize {
         self.pair.send_and_count(0, n).expect("sending packets")

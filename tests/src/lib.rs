@@ -2,3 +2,4 @@
 pub mod env;
 pub mod netns;
 pub mod progs;
+pub mod stress;

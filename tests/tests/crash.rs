@@ -10,44 +10,9 @@ use std::{
 use integration_tests::{
     env::{TestEnv, backend, read_counter},
     progs,
+    stress::{Rng, size},
 };
 use serde_json::Value;
-
-/// `SLOTS_STRESS`: `short` (the VM suite, under emulation), unset, or
-/// `long`; picks one of three sizes.
-fn size<T>(short: T, default: T, long: T) -> T {
-    match std::env::var("SLOTS_STRESS").as_deref() {
-        Ok("short") => short,
-        Ok("long") => long,
-        _ => default,
-    }
-}
-
-/// xorshift64*: reproducible randomness without a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn status(env: &TestEnv) -> Value {
-    let out = env.slotctl(&["status", &env.pair.rx_if, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn claims(v: &Value) -> Vec<Value> {
     v["claims"].as_array().cloned().unwrap_or_default()
@@ -126,7 +91,7 @@ fn killed_claimers_and_releasers_leave_nothing_behind() {
         }
     }
     // Release what persistent claims remain, through the normal path.
-    for c in claims(&status(&env)) {
+    for c in claims(&env.status_json()) {
         if c["persistent"] == true {
             let out = env.slotctl(&["release", &env.pair.rx_if, &c["slot"].to_string()]);
             assert!(
@@ -140,7 +105,7 @@ fn killed_claimers_and_releasers_leave_nothing_behind() {
     let start = Instant::now();
     loop {
         env.in_rx(|rt, i| rt.collect(i)).unwrap();
-        let left = claims(&status(&env)).len();
+        let left = claims(&env.status_json()).len();
         if (left == 1 && loaded_programs() <= programs_before)
             || start.elapsed() > Duration::from_secs(5)
         {
@@ -148,7 +113,7 @@ fn killed_claimers_and_releasers_leave_nothing_behind() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let now = claims(&status(&env));
+    let now = claims(&env.status_json());
     assert_eq!(now.len(), 1, "only the survivor is left: {now:?}");
     assert!(
         now.iter()

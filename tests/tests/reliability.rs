@@ -17,35 +17,10 @@ use integration_tests::{
     env::{TestEnv, backend, read_counter, slotctl_path},
     netns::unique,
     progs,
+    stress::{Rng, size},
 };
 use serde_json::Value;
 use slots_runtime::{Backend, SlotRef};
-
-/// `SLOTS_STRESS`: `short` (the VM suite, under emulation), unset, or
-/// `long`; picks one of three sizes.
-fn size<T>(short: T, default: T, long: T) -> T {
-    match std::env::var("SLOTS_STRESS").as_deref() {
-        Ok("short") => short,
-        Ok("long") => long,
-        _ => default,
-    }
-}
-
-/// xorshift64*: reproducible randomness without a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Starts processes that all wait on one FIFO and run their command when
 /// it is opened and closed: as close to "the same instant" as processes get.
@@ -98,16 +73,6 @@ impl Drop for Barrier {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.fifo);
     }
-}
-
-fn status(env: &TestEnv) -> Value {
-    let out = env.slotctl(&["status", &env.pair.rx_if, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn claims(v: &Value) -> Vec<Value> {
@@ -187,7 +152,7 @@ fn concurrent_claims(n: usize, seed: u64) {
             refused += 1;
         }
     }
-    let now = claims(&status(&env));
+    let now = claims(&env.status_json());
     assert_ordered(&now);
     let present: BTreeMap<String, (u64, u64)> = now
         .iter()
@@ -256,7 +221,7 @@ fn concurrent_claims(n: usize, seed: u64) {
             );
         }
     }
-    let now = claims(&status(&env));
+    let now = claims(&env.status_json());
     assert_ordered(&now);
     assert!(
         now.iter()
@@ -452,7 +417,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
         ),
         (vec!["detach".into(), ifc.clone()], "still has"),
     ];
-    let before = (status(&env), pins(&env.root));
+    let before = (env.status_json(), pins(&env.root));
     let mut tried = 0;
     for (args, expect) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -466,7 +431,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
         );
         assert!(err.contains(expect), "{args:?}: {err}");
         assert_eq!(
-            (status(&env), pins(&env.root)),
+            (env.status_json(), pins(&env.root)),
             before,
             "{args:?} changed the state"
         );
@@ -499,7 +464,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("needs root"), "{err}");
-    assert_eq!((status(&env), pins(&env.root)), before);
+    assert_eq!((env.status_json(), pins(&env.root)), before);
     tried += 1;
     // The tail-call limit.
     if backend() != Backend::Freplace && slots_runtime::probe::freplace().is_err() {

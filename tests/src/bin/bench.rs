@@ -25,7 +25,7 @@ use dispatcher_common::{
     Control, DEFAULT_PROCEED_ON, FLAG_CUSTOM_CHAIN, FLAG_STATS, MAX_TAIL_CALLS, SLOT_COUNT,
     has_prog_array, names,
 };
-use integration_tests::progs;
+use integration_tests::{progs, stress::Rng};
 
 /// Calls the reference dispatcher can make.
 const REF_MAX: usize = 34;
@@ -416,22 +416,6 @@ fn pairs() -> Vec<Pair> {
     v
 }
 
-/// A small deterministic generator for the run order (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -628,7 +612,7 @@ fn run() -> Result<()> {
     for _ in 0..args.rounds {
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i + 1));
+            order.swap(i, rng.below(i as u64 + 1) as usize);
         }
         for i in order {
             let p = &mut pairs[i];
