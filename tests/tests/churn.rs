@@ -1,0 +1,202 @@
+//! Traffic continuity: two counting programs hold their slots, one in the
+//! middle of the chain (priority 50) and one at its end (priority 1000),
+//! while other slots churn around them: up to 16 claims at a time, before
+//! and after the middle counter, made and released in random order by this
+//! process and by slotctl processes. UDP datagrams flow over the veth pair
+//! at a fixed pace the whole time. Every churning program passes packets on
+//! (xdp_pass, and xdp_rewrite, which moves the packet head and back), so
+//! both counters must count every datagram sent, once, and every datagram
+//! must arrive, once.
+//!
+//! 1,000 churn operations by default, 200 with `SLOTS_STRESS=short`,
+//! 10,000 with `SLOTS_STRESS=long` (`SLOTS_STRESS_CHURN_OPS` sets it).
+mod support;
+
+use std::{
+    net::UdpSocket,
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use integration_tests::env::{TestEnv, read_counter};
+use slots_runtime::{Claim, Error, SlotRef};
+use support::{Rng, check_whole, claim_args, seed, size, spawn_slotctl, stderr};
+
+/// One datagram every this many microseconds.
+const PACE_US: u64 = 500;
+/// At most this many datagrams, whatever happens.
+const MAX_PACKETS: u64 = 2_000_000;
+/// Churning claims at most at once (the tail-call backend runs 33 slots).
+const POOL: usize = 16;
+
+/// A churning claim: held by this process, or persistent and made by a
+/// slotctl process.
+enum Churner {
+    Held(Box<Claim>),
+    Persistent(String),
+}
+
+fn big_receive_buffer(sock: &UdpSocket) {
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt on an open socket with an int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn counting_slots_see_every_packet_while_other_slots_churn() {
+    let ops = size("CHURN_OPS", [200, 1000, 10_000]);
+    let mut rng = Rng::new(seed("churn"));
+    let env = TestEnv::new().unwrap();
+    let ifc = env.pair.rx_if.clone();
+    // Resolve the neighbour first: nothing queues behind ARP later.
+    assert_eq!(env.send(3), 3);
+
+    let mut middle = env
+        .in_rx(|rt, i| rt.claim(i, &env.request("xdp_count", 50)))
+        .unwrap();
+    let mut end = env
+        .in_rx(|rt, i| rt.claim(i, &env.request("xdp_count_c.o", 1000)))
+        .unwrap();
+    assert!(middle.slot < end.slot);
+
+    let rx = env.pair.receiver(0).unwrap();
+    big_receive_buffer(&rx);
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let tx = env.pair.sender(port).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while !done.load(Ordering::Relaxed) && sent < MAX_PACKETS {
+                tx.send(&sent.to_be_bytes()).unwrap();
+                sent += 1;
+                let next = start + Duration::from_micros(sent * PACE_US);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            sent
+        })
+    };
+    // Counts arrivals by sequence number: a lost or a doubled datagram shows.
+    let receiver = std::thread::spawn(move || {
+        let mut seen = vec![0u8; MAX_PACKETS as usize];
+        let mut buf = [0u8; 64];
+        let mut got = 0u64;
+        while let Ok(n) = rx.recv(&mut buf) {
+            assert_eq!(n, 8);
+            let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+            seen[seq] = seen[seq].saturating_add(1);
+            got += 1;
+        }
+        let doubled = seen.iter().filter(|&&c| c > 1).count();
+        (got, doubled)
+    });
+
+    let started = Instant::now();
+    let mut pool: Vec<Churner> = Vec::new();
+    let (mut claims, mut releases, mut refused, mut by_process) = (0, 0, 0, 0);
+    for op in 0..ops {
+        let claim = pool.is_empty() || (pool.len() < POOL && rng.chance(55));
+        let through_slotctl = rng.chance(10);
+        if claim {
+            let prio = rng.below(101) as u32;
+            let object = if rng.chance(20) {
+                "xdp_rewrite"
+            } else {
+                "xdp_pass"
+            };
+            let name = format!("churn{op}");
+            if through_slotctl {
+                by_process += 1;
+                let o = spawn_slotctl(&env, None, &claim_args(&env, object, prio, &name)).output();
+                if o.status.success() {
+                    pool.push(Churner::Persistent(name));
+                    claims += 1;
+                } else {
+                    let err = stderr(&o);
+                    assert!(err.contains("keeps the priority order"), "{err}");
+                    refused += 1;
+                }
+                continue;
+            }
+            let mut req = env.request(object, prio);
+            req.name = Some(name);
+            match env.in_rx(|rt, i| rt.claim(i, &req)) {
+                Ok(c) => {
+                    pool.push(Churner::Held(Box::new(c)));
+                    claims += 1;
+                }
+                Err(Error::NoSlotForPriority { .. }) => refused += 1,
+                Err(e) => panic!("claim {op}: {e}"),
+            }
+        } else {
+            let victim = pool.swap_remove(rng.below(pool.len() as u64) as usize);
+            releases += 1;
+            match victim {
+                Churner::Held(c) => c.release().unwrap(),
+                Churner::Persistent(name) => {
+                    if through_slotctl {
+                        by_process += 1;
+                        let args: Vec<String> = ["release", &ifc, &name]
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect();
+                        let o = spawn_slotctl(&env, None, &args).output();
+                        assert!(o.status.success(), "{}", stderr(&o));
+                    } else {
+                        env.in_rx(|rt, i| rt.release(i, &SlotRef::Name(name), false))
+                            .unwrap();
+                    }
+                }
+            }
+        }
+    }
+    let churn_time = started.elapsed();
+    // The state after the churn is whole, and the counters still in place.
+    let st = check_whole(&env, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st.claims.len(), pool.len() + 2);
+    for c in pool {
+        match c {
+            Churner::Held(c) => c.release().unwrap(),
+            Churner::Persistent(name) => {
+                env.in_rx(|rt, i| rt.release(i, &SlotRef::Name(name), false))
+                    .unwrap();
+            }
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    let (received, doubled) = receiver.join().unwrap();
+    let counted_middle = read_counter(middle.ebpf_mut());
+    let counted_end = read_counter(end.ebpf_mut());
+    println!(
+        "figures: churn ops={ops} claims={claims} releases={releases} refused_no_slot={refused} \
+         through_slotctl={by_process} sent={sent} counted_middle={counted_middle} \
+         counted_end={counted_end} received={received} doubled={doubled} s={:.1}",
+        churn_time.as_secs_f64()
+    );
+    assert!(sent > 0 && sent < MAX_PACKETS, "{sent} sent");
+    assert_eq!(
+        counted_middle, sent,
+        "the middle counter counted every packet once"
+    );
+    assert_eq!(counted_end, sent, "the last slot counted every packet once");
+    assert_eq!(received, sent, "every packet arrived");
+    assert_eq!(doubled, 0, "no packet arrived twice");
+}
