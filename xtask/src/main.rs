@@ -3,6 +3,7 @@
 //! has nothing installed yet.
 mod bench;
 mod setup;
+mod stress;
 mod vmtest;
 
 use std::process::Command;
@@ -41,6 +42,9 @@ enum Cmd {
     /// Set up, then run the datapath benchmark (BPF_PROG_TEST_RUN, as root):
     /// the dispatcher against a bare program and a regenerated dispatcher.
     Bench(bench::Args),
+    /// Set up, then run the reliability suites (races, faults, churn, bad
+    /// input, coexistence) at their long sizes, as root.
+    Stress(stress::Args),
 }
 
 fn main() -> Result<()> {
@@ -62,6 +66,7 @@ fn main() -> Result<()> {
             vmtest::run(args)
         }
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Stress(args) => stress::run(args),
         Cmd::Demo => {
             setup::run()?;
             cargo(&[
