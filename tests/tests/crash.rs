@@ -43,7 +43,7 @@ fn pins(p: &Path) -> usize {
 
 #[test]
 fn killed_claimers_and_releasers_leave_nothing_behind() {
-    let rounds = size(50, 200, 1000);
+    let rounds = size(20, 200, 1000);
     let env = TestEnv::new().unwrap();
     env.in_rx(|rt, i| rt.attach(i, Default::default())).unwrap();
     // A survivor that must keep working throughout.

@@ -246,12 +246,12 @@ fn concurrent_claimers_8() {
 
 #[test]
 fn concurrent_claimers_32() {
-    concurrent_claims(32, 32);
+    concurrent_claims(size(12, 32, 32), 32);
 }
 
 #[test]
 fn concurrent_claimers_99() {
-    concurrent_claims(size(40, 99, 99), 99);
+    concurrent_claims(size(16, 99, 99), 99);
 }
 
 fn pins(p: &Path) -> usize {
@@ -272,7 +272,7 @@ fn pins(p: &Path) -> usize {
 
 #[test]
 fn traffic_continuity_under_churn() {
-    let cycles = size(100, 1000, 5000);
+    let cycles = size(20, 1000, 5000);
     let env = Arc::new(TestEnv::new().unwrap());
     let mut counter = env
         .in_rx(|rt, i| rt.claim(i, &env.request("xdp_count", 50)))
@@ -449,8 +449,8 @@ fn bad_input_is_one_line_and_changes_nothing() {
         "{err}"
     );
     tried += 1;
-    // No privileges.
-    let out = {
+    // No privileges (where setpriv exists: not in the VM suite's busybox).
+    let unprivileged = {
         let _in = env.pair.rx.enter().unwrap();
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -459,13 +459,20 @@ fn bad_input_is_one_line_and_changes_nothing() {
             .arg(&env.root)
             .args(["claim", &ifc, &p("xdp_pass")])
             .output()
-            .unwrap()
     };
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("needs root"), "{err}");
-    assert_eq!((env.status_json(), pins(&env.root)), before);
-    tried += 1;
+    match unprivileged {
+        Ok(out) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.contains("needs root"), "{err}");
+            assert_eq!((env.status_json(), pins(&env.root)), before);
+            tried += 1;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("reliability: no setpriv here, unprivileged case not tried");
+        }
+        Err(e) => panic!("running setpriv: {e}"),
+    }
     // The tail-call limit.
     if backend() != Backend::Freplace && slots_runtime::probe::freplace().is_err() {
         let mut held = Vec::new();

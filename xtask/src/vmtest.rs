@@ -27,8 +27,8 @@ use crate::workspace_root;
 
 const TEST_THREADS: u32 = 2;
 const JOBS: usize = 2;
-const VM_TIMEOUT_SECS: u64 = 900;
-const TEST_TIMEOUT_SECS: u64 = 300;
+const VM_TIMEOUT_SECS: u64 = 1500;
+const TEST_TIMEOUT_SECS: u64 = 600;
 const TEST_PACKAGE: &str = "integration-tests";
 
 #[derive(clap::Args)]
