@@ -173,9 +173,17 @@ impl VethPair {
         }
         let mut got = 0;
         let mut buf = [0u8; 64];
+        // A loaded machine (parallel tests, emulation) may take a while for
+        // the first datagram (ARP); after that, 200 ms of silence ends it.
+        rx.set_read_timeout(Some(Duration::from_millis(1000)))?;
         while got < count {
             match rx.recv(&mut buf) {
-                Ok(_) => got += 1,
+                Ok(_) => {
+                    got += 1;
+                    if got == 1 {
+                        rx.set_read_timeout(Some(Duration::from_millis(200)))?;
+                    }
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
