@@ -200,11 +200,25 @@ pub(crate) fn is_live(
 pub fn collect(state: &mut State) -> Result<Vec<usize>> {
     let control = state.control()?;
     let slots = state.slots()?;
+    let mut freed = Vec::new();
+    // A persistent freplace claim that died after pinning its link and
+    // before writing its record left an `ext_N` pin behind a free record:
+    // that extension would stay linked over slot_N, refusing every later
+    // extension there and running in place of a later tail-call claim.
+    for (n, cfg) in slots.iter().enumerate() {
+        if cfg.state == STATE_FREE && state.path(&pin::ext(n)).exists() {
+            log::info!(
+                "slot {n} on {}: unlinking an unrecorded extension",
+                state.iface
+            );
+            freplace::unpin(state, &pin::ext(n))?;
+            freed.push(n);
+        }
+    }
     if slots.iter().all(|c| c.state == STATE_FREE) {
-        return Ok(Vec::new());
+        return Ok(freed);
     }
     let progs = live_programs()?;
-    let mut freed = Vec::new();
     for (n, cfg) in slots.iter().enumerate() {
         if cfg.state == STATE_FREE || is_live(state, control.is_active(n), n, cfg, &progs) {
             continue;
