@@ -115,6 +115,10 @@ pub fn install(state: &mut State, src: &ProgramSource, persistent: bool) -> Resu
         });
     }
     let ins = inspect(src)?;
+    // A persistent install that died after pinning its link and before
+    // setting the flag: that link would refuse this one (one extension per
+    // function), and nothing else would ever remove it.
+    freplace::unpin(state, pin::CHAIN)?;
     let (program, link) = freplace::fill(
         state,
         src,
