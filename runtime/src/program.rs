@@ -208,6 +208,11 @@ pub fn load_extension(
     ext.load(target, func).map_err(|e| match e {
         ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
+            // EACCES with a log: the verifier refused the program's code,
+            // as it would have as plain XDP; not a signature problem.
+            if io_error.raw_os_error() == Some(libc::EACCES) && !log.trim().is_empty() {
+                return load_error(&ins.name, ProgramError::LoadError { io_error, verifier_log });
+            }
             let (why, hint) = if log.trim().is_empty() && io_error.raw_os_error() == Some(libc::EPERM) {
                 (
                     "EPERM with an empty verifier log".to_string(),
