@@ -14,27 +14,13 @@ use std::{
 use integration_tests::env::{TestEnv, backend, slotctl_path};
 use slots_runtime::{Iface, Status};
 
-/// `SLOTS_STRESS`: `short` (the VM suite, under emulation), unset (CI), or
-/// `long` (`cargo xtask stress`).
-pub fn stress() -> &'static str {
-    match std::env::var("SLOTS_STRESS").as_deref() {
-        Ok("short") => "short",
-        Ok("long") => "long",
-        _ => "default",
-    }
-}
-
-/// A suite size: `SLOTS_STRESS_<NAME>` if set, else the one for
-/// [`stress`]: `[short, default, long]`.
+/// A suite size: `SLOTS_STRESS_<NAME>` if set, else the one `SLOTS_STRESS`
+/// picks (see [`integration_tests::stress::size`]): `[short, default, long]`.
 pub fn size(name: &str, sizes: [usize; 3]) -> usize {
     std::env::var(format!("SLOTS_STRESS_{name}"))
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(match stress() {
-            "short" => sizes[0],
-            "long" => sizes[2],
-            _ => sizes[1],
-        })
+        .unwrap_or_else(|| integration_tests::stress::size(sizes[0], sizes[1], sizes[2]))
 }
 
 /// slotctl's refusal: its last stderr line, after any log records of what
@@ -65,26 +51,18 @@ pub fn seed(suite: &str) -> u64 {
     s
 }
 
-/// xorshift64*: small, seeded, good enough to pick priorities and delays.
-pub struct Rng(u64);
+/// The suites' random source (`integration_tests::stress::Rng`), with
+/// the odd helper.
+pub struct Rng(integration_tests::stress::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        Self(integration_tests::stress::Rng(seed | 1))
     }
 
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
+        self.0.below(n.max(1))
     }
 
     /// True with probability `pct` percent.
