@@ -8,7 +8,7 @@
 //! both counters must count every datagram sent, once, and every datagram
 //! must arrive, once.
 //!
-//! 1,000 churn operations by default, 200 with `SLOTS_STRESS=short`,
+//! 1,000 churn operations by default, 60 with `SLOTS_STRESS=short`,
 //! 10,000 with `SLOTS_STRESS=long` (`SLOTS_STRESS_CHURN_OPS` sets it).
 mod support;
 
@@ -57,7 +57,7 @@ fn big_receive_buffer(sock: &UdpSocket) {
 
 #[test]
 fn counting_slots_see_every_packet_while_other_slots_churn() {
-    let ops = size("CHURN_OPS", [200, 1000, 10_000]);
+    let ops = size("CHURN_OPS", [60, 1000, 10_000]);
     let mut rng = Rng::new(seed("churn"));
     let env = TestEnv::new().unwrap();
     let ifc = env.pair.rx_if.clone();
