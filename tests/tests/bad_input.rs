@@ -379,6 +379,7 @@ fn freplace_needs_matching_btf() {
             &["needs the freplace backend"],
         );
         println!("bad input: BTF missing or mismatching: skipped, this kernel refuses freplace");
+        println!("figures: bad_input freplace tried={}", w.tried);
         return;
     }
     let stripped = scratch(
