@@ -91,8 +91,21 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
         log::info!("removing stale state {}", dir.display());
         remove_dir(&dir)?;
     }
-    let on_if = sys::xdp_attached(iface.ifindex)
+    let mut on_if = sys::xdp_attached(iface.ifindex)
         .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;
+    // A dispatcher whose attach died between linking and pinning goes away
+    // by itself: the kernel releases the dead process's link from a work
+    // queue, a few milliseconds later. Give it that time before calling it
+    // foreign.
+    for _ in 0..50 {
+        if on_if.prog_id == 0 || program_name(on_if.prog_id) != dispatcher_common::names::DISPATCHER
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        on_if = sys::xdp_attached(iface.ifindex)
+            .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;
+    }
     if on_if.prog_id != 0 {
         let program = program_name(on_if.prog_id);
         let program = if program == "xdp_dispatcher" {

@@ -126,8 +126,16 @@ fn second_interface(env: &TestEnv) -> String {
 /// Priorities of the claims that stand through the whole run.
 const STANDING: [u32; 6] = [5, 25, 45, 65, 85, 100];
 
+/// The tests of this file run one at a time: the crash test accounts for
+/// every BPF program in the kernel, which the others load and unload.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn sigkill_at_any_moment_leaves_a_whole_state() {
+    let _one_at_a_time = serial();
     let rounds = size("FAULT_ROUNDS", [30, 200, 2000]);
     let mut rng = Rng::new(seed("faults"));
     let base = baseline();
@@ -341,6 +349,7 @@ fn sigkill_at_any_moment_leaves_a_whole_state() {
 /// for a foreign program forever.
 #[test]
 fn an_attach_killed_before_its_rename_does_not_wedge_the_interface() {
+    let _one_at_a_time = serial();
     let env = TestEnv::new().unwrap();
     let first = env
         .in_rx(|rt, ifc| rt.attach(ifc, Default::default()))
@@ -400,6 +409,7 @@ fn freplace_available() -> bool {
 /// runs the dead claim's program.
 #[test]
 fn an_extension_pinned_before_its_record_is_unlinked() {
+    let _one_at_a_time = serial();
     if !freplace_available() {
         println!("faults: unrecorded extension: skipped, this kernel refuses freplace");
         return;
@@ -430,6 +440,7 @@ fn an_extension_pinned_before_its_record_is_unlinked() {
 /// the leftover link forever.
 #[test]
 fn a_chain_pinned_before_its_flag_is_replaced() {
+    let _one_at_a_time = serial();
     if !freplace_available() {
         println!("faults: unflagged chain decision: skipped, this kernel refuses freplace");
         return;
