@@ -27,7 +27,7 @@ use crate::workspace_root;
 
 const TEST_THREADS: u32 = 2;
 const JOBS: usize = 2;
-const VM_TIMEOUT_SECS: u64 = 1500;
+const VM_TIMEOUT_SECS: u64 = 2700;
 const TEST_TIMEOUT_SECS: u64 = 600;
 const TEST_PACKAGE: &str = "integration-tests";
 
