@@ -79,8 +79,10 @@ fn counting_slots_see_every_packet_while_other_slots_churn() {
     let port = rx.local_addr().unwrap().port();
     let tx = env.pair.sender(port).unwrap();
     let done = Arc::new(AtomicBool::new(false));
+    let all_sent = Arc::new(AtomicBool::new(false));
     let sender = {
         let done = done.clone();
+        let all_sent = all_sent.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
             let mut sent = 0u64;
@@ -90,19 +92,37 @@ fn counting_slots_see_every_packet_while_other_slots_churn() {
                 let next = start + Duration::from_micros(sent * PACE_US);
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
+            all_sent.store(true, Ordering::Relaxed);
             sent
         })
     };
-    // Counts arrivals by sequence number: a lost or a doubled datagram shows.
+    // Counts arrivals by sequence number: a lost or a doubled datagram
+    // shows. Reads until the sender is done and nothing came for 500 ms
+    // (a slow machine may pause longer than that while sending).
     let receiver = std::thread::spawn(move || {
         let mut seen = vec![0u8; MAX_PACKETS as usize];
         let mut buf = [0u8; 64];
         let mut got = 0u64;
-        while let Ok(n) = rx.recv(&mut buf) {
-            assert_eq!(n, 8);
-            let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
-            seen[seq] = seen[seq].saturating_add(1);
-            got += 1;
+        loop {
+            match rx.recv(&mut buf) {
+                Ok(n) => {
+                    assert_eq!(n, 8);
+                    let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+                    seen[seq] = seen[seq].saturating_add(1);
+                    got += 1;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if all_sent.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                Err(e) => panic!("receiving: {e}"),
+            }
         }
         let doubled = seen.iter().filter(|&&c| c > 1).count();
         (got, doubled)
