@@ -2,41 +2,21 @@
 //! aya-build, the C ones (`c/*.c`) with clang. All land in OUT_DIR.
 use std::{path::PathBuf, process::Command};
 
-use anyhow::{Context as _, anyhow, bail};
-use aya_build::{Package, Toolchain};
+use anyhow::{Context as _, bail};
+
+#[path = "../tools/build_ebpf.rs"]
+mod build_ebpf;
 
 fn main() -> anyhow::Result<()> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
-    let progs = metadata
-        .packages
-        .into_iter()
-        .find(|p| p.name.as_str() == "test-progs")
-        .ok_or_else(|| anyhow!("test-progs package not found"))?;
-    let root_dir = progs
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("test-progs has no directory"))?;
-    aya_build::build_ebpf(
-        [Package {
-            name: progs.name.as_str(),
-            root_dir: root_dir.as_str(),
-            ..Default::default()
-        }],
-        Toolchain::default(),
-    )?;
-
+    let bins = build_ebpf::build("test-progs")?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut table = String::from(
         "/// Every test object, by file name.\npub static OBJECTS: &[(&str, &[u8])] = &[\n",
     );
-    for bin in progs.targets.iter().filter(|t| t.is_bin()) {
+    for bin in &bins {
         table += &format!(
-            "    ({:?}, aya::include_bytes_aligned!({:?})),\n",
-            bin.name,
-            out.join(&bin.name)
+            "    ({bin:?}, aya::include_bytes_aligned!({:?})),\n",
+            out.join(bin)
         );
     }
     println!("cargo:rerun-if-changed=c");

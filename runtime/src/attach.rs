@@ -5,7 +5,7 @@ use dispatcher_common::STATE_FREE;
 
 use crate::{
     backend::Backend,
-    claim,
+    claim, crash,
     dispatcher::{self, Mode},
     error::{Error, Result},
     iface::Iface,
@@ -171,13 +171,16 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
     let _ = remove_dir(&building);
     std::fs::create_dir(&building)
         .map_err(|e| Error::io(format!("creating {}", building.display()), e))?;
+    crash::point("attach::building");
     let result = dispatcher::install(&building, iface, opts.mode, backend.raw()).and_then(|mode| {
         let mut state = State::open(&building, &iface.name)?;
         let mut c = state.control()?;
         c.mode = mode;
         state.write_control(&c)?;
+        crash::point("attach::built");
         std::fs::rename(&building, &dir)
             .map_err(|e| Error::io(format!("renaming {} into place", building.display()), e))?;
+        crash::point("attach::renamed");
         Ok(mode)
     });
     match result {
@@ -232,6 +235,7 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
     if link.exists() {
         std::fs::remove_file(&link)
             .map_err(|e| Error::io(format!("removing {}", link.display()), e))?;
+        crash::point("detach::unlinked");
     }
     std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
 }

@@ -126,6 +126,7 @@ pub fn install(state: &mut State, src: &ProgramSource, persistent: bool) -> Resu
         names::CHAIN_FN,
         persistent.then_some(pin::CHAIN),
     )?;
+    crate::crash::point("chain::linked");
     let prog_id = program.id()?;
     let mut c = state.control()?;
     c.chain_prog_id = prog_id;

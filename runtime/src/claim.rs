@@ -16,6 +16,7 @@ use dispatcher_common::{
 
 use crate::{
     backend::{Backend, freplace, tailcall},
+    crash,
     error::{Error, Result},
     lock::DirLock,
     owner,
@@ -120,9 +121,11 @@ impl Claim {
             return Ok(());
         }
         state.set_active(self.slot, false)?;
+        crash::point("held::inactive");
         if let Hold::TailCall(array) = &mut hold {
             tailcall::empty(&state, self.slot, Some(array))?;
         }
+        crash::point("held::emptied");
         drop(hold); // the extension link goes with its last fd
         state.write_slot(self.slot, &SlotConfig::FREE)
     }
@@ -212,6 +215,7 @@ pub fn collect(state: &mut State) -> Result<Vec<usize>> {
                 state.iface
             );
             freplace::unpin(state, &pin::ext(n))?;
+            crash::point("collect::unlinked");
             freed.push(n);
         }
     }
@@ -233,10 +237,12 @@ pub fn collect(state: &mut State) -> Result<Vec<usize>> {
 /// Deactivates slot `n`, empties it and frees its record.
 fn empty_slot(state: &mut State, n: usize, cfg: &SlotConfig) -> Result<()> {
     state.set_active(n, false)?;
+    crash::point("empty::inactive");
     match cfg.backend {
         BACKEND_FREPLACE => freplace::unpin(state, &pin::ext(n))?,
         _ => tailcall::empty(state, n, None)?,
     }
+    crash::point("empty::emptied");
     state.write_slot(n, &SlotConfig::FREE)
 }
 
@@ -369,15 +375,19 @@ pub fn claim(
     // 1. record the mask (the slot is inactive), 2. load, 3. record the
     // claim, 4. fill, 5. activate.
     state.set_proceed_on(slot, proceed_on)?;
+    crash::point("claim::mask");
     let (program, hold) = match backend {
         Backend::TailCall | Backend::Auto => {
             let program = program::load_xdp(&req.program, &ins)?;
+            crash::point("claim::loaded");
             record.prog_id = program.id()?;
             state.write_slot(slot, &record)?;
+            crash::point("claim::recorded");
             let array =
                 tailcall::fill(state, slot, &program, req.persistent).inspect_err(|_| {
                     let _ = state.write_slot(slot, &SlotConfig::FREE);
                 })?;
+            crash::point("claim::filled");
             (program, (!req.persistent).then_some(Hold::TailCall(array)))
         }
         Backend::Freplace => {
@@ -390,15 +400,18 @@ pub fn claim(
                 &func,
                 req.persistent.then_some(pin_name.as_str()),
             )?;
+            crash::point("claim::filled");
             record.prog_id = program.id()?;
             if let Err(e) = state.write_slot(slot, &record) {
                 let _ = freplace::unpin(state, &pin_name);
                 return Err(e);
             }
+            crash::point("claim::recorded");
             (program, link.map(Hold::Freplace))
         }
     };
     state.set_active(slot, true)?;
+    crash::point("claim::active");
     Ok(Claim {
         iface: state.iface.clone(),
         slot,
@@ -487,6 +500,7 @@ pub fn release(state: &mut State, which: &SlotRef, force: bool) -> Result<Releas
             if cfg.backend == BACKEND_TAILCALL {
                 tailcall::empty(state, slot, None)?;
             }
+            crash::point("release::forced");
             // The holder keeps its fds (an extension link stays linked to the
             // now-inactive slot): the slot drains until it exits.
             let draining = SlotConfig {

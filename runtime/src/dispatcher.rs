@@ -100,6 +100,7 @@ pub fn install(dir: &Path, iface: &Iface, mode: Mode, backend: u32) -> Result<u3
                         crate::error::chain(&e)
                     ),
                 })?;
+                crate::crash::point("attach::linked");
                 link.pin(dir.join(pin::LINK))
                     .map_err(|e| Error::kernel("pinning the XDP link", e))?;
                 return Ok(recorded);

@@ -19,6 +19,7 @@ mod attach;
 pub mod backend;
 mod chain;
 mod claim;
+pub mod crash;
 mod dispatcher;
 mod error;
 mod iface;

@@ -113,6 +113,7 @@ impl State {
         if on {
             c.set_active_bit(n, true);
             self.write_control(&c)?;
+            crate::crash::point("state::activating");
             if c.walk_end as usize <= n {
                 c.walk_end = n as u8 + 1;
                 self.write_control(&c)?;
@@ -124,6 +125,7 @@ impl State {
                 c.walk_end = after.walk_end;
                 self.write_control(&c)?;
             }
+            crate::crash::point("state::deactivating");
             c.set_active_bit(n, false);
             self.write_control(&c)?;
         }

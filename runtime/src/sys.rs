@@ -225,3 +225,15 @@ pub fn is_bpffs(path: &std::path::Path) -> bool {
         libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
     }
 }
+
+/// Ends this process at once with SIGKILL: no destructor, no flush, as a
+/// crash would (see `crash`).
+#[cfg(feature = "failpoints")]
+pub fn kill_self() -> ! {
+    // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so the call
+    // does not return once it is delivered.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    unreachable!("SIGKILL was not delivered")
+}

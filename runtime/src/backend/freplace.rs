@@ -35,6 +35,7 @@ pub fn fill(
         ext.take_link(id)
             .map_err(|e| Error::kernel("taking the extension link", e))?,
     );
+    crate::crash::point("freplace::linked");
     match pin_as {
         Some(name) => {
             let path = state.path(name);

@@ -51,6 +51,7 @@ pub fn fill(state: &State, n: usize, prog: &Loaded, persistent: bool) -> Result<
             Error::kernel(format!("putting {} into slot {n}", prog.name), e)
         }
     })?;
+    crate::crash::point("tailcall::filled");
     if !persistent {
         let path = state.path(&pin::prog(n));
         if let Err(e) = std::fs::remove_file(&path) {
@@ -77,6 +78,7 @@ pub fn empty(state: &State, n: usize, held: Option<&mut SlotArray>) -> Result<()
         Err(e) if crate::error::os_error(&e) == Some(libc::ENOENT) => {}
         Err(e) => return Err(Error::kernel(format!("emptying slot {n}"), e)),
     }
+    crate::crash::point("tailcall::cleared");
     park(state, n, handle)
 }
 
