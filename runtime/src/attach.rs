@@ -15,6 +15,10 @@ use crate::{
     sys,
 };
 
+/// How long an attach waits for a dispatcher of ours that no state
+/// directory accounts for to leave the interface (see [`attach`]).
+const DEAD_LINK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Options for [`crate::Runtime::attach`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttachOptions {
@@ -51,7 +55,9 @@ pub(crate) fn mode_name(raw: u32) -> &'static str {
 fn ours_attached(dir: &Path, iface: &Iface) -> Result<Option<u32>> {
     let on_if = sys::xdp_attached(iface.ifindex)
         .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;
-    if on_if.prog_id == 0 || !dir.join(pin::DISPATCHER).exists() {
+    // Without its link pin (a detach that died half-way) the dispatcher is
+    // on its way off the interface.
+    if on_if.prog_id == 0 || !dir.join(pin::DISPATCHER).exists() || !dir.join(pin::LINK).exists() {
         return Ok(None);
     }
     let ours = dispatcher::pinned_program(dir)?.id();
@@ -93,15 +99,15 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
     }
     let mut on_if = sys::xdp_attached(iface.ifindex)
         .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;
-    // A dispatcher whose attach died between linking and pinning goes away
-    // by itself: the kernel releases the dead process's link from a work
-    // queue, a few milliseconds later. Give it that time before calling it
-    // foreign.
-    for _ in 0..50 {
-        if on_if.prog_id == 0 || program_name(on_if.prog_id) != dispatcher_common::names::DISPATCHER
-        {
-            break;
-        }
+    // A dispatcher whose attach (or detach) died with its link unpinned
+    // goes away by itself: the kernel releases the dead process's link from
+    // a work queue, usually a few milliseconds later. Wait for that (a slow
+    // or emulated machine may take far longer) before calling it foreign.
+    let patience = std::time::Instant::now();
+    while on_if.prog_id != 0
+        && program_name(on_if.prog_id) == dispatcher_common::names::DISPATCHER
+        && patience.elapsed() < DEAD_LINK_PATIENCE
+    {
         std::thread::sleep(std::time::Duration::from_millis(10));
         on_if = sys::xdp_attached(iface.ifindex)
             .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;

@@ -227,6 +227,15 @@ pub fn collect(state: &mut State) -> Result<Vec<usize>> {
         if cfg.state == STATE_FREE || is_live(state, control.is_active(n), n, cfg, &progs) {
             continue;
         }
+        if cfg.state == STATE_HELD && owner::alive(cfg.owner_pid, cfg.owner_start) {
+            // Inactive, yet its holder lives: no claim of a live process is
+            // ever seen half-made under the lock, so this is a forced
+            // release that died before marking the slot draining. Finish
+            // it: the holder's fds (an extension link) still pin the slot.
+            log::info!("slot {n} on {}: finishing a forced release", state.iface);
+            drain(state, n, cfg)?;
+            continue;
+        }
         log::info!("slot {n} on {}: holder gone, freeing it", state.iface);
         empty_slot(state, n, cfg)?;
         freed.push(n);
@@ -244,6 +253,23 @@ fn empty_slot(state: &mut State, n: usize, cfg: &SlotConfig) -> Result<()> {
     }
     crash::point("empty::emptied");
     state.write_slot(n, &SlotConfig::FREE)
+}
+
+/// Takes another live process's held claim out of the run: deactivates
+/// and empties slot `n` and marks it draining. The holder keeps its fds (an
+/// extension link stays linked to the now-inactive slot), so the slot is
+/// reused only once that process exits. Idempotent.
+fn drain(state: &mut State, n: usize, cfg: &SlotConfig) -> Result<()> {
+    state.set_active(n, false)?;
+    if cfg.backend == BACKEND_TAILCALL {
+        tailcall::empty(state, n, None)?;
+    }
+    crash::point("release::forced");
+    let draining = SlotConfig {
+        state: STATE_DRAINING,
+        ..*cfg
+    };
+    state.write_slot(n, &draining)
 }
 
 /// A request checked against its object, before anything changes.
@@ -496,18 +522,7 @@ pub fn release(state: &mut State, which: &SlotRef, force: bool) -> Result<Releas
                     pid: cfg.owner_pid,
                 });
             }
-            state.set_active(slot, false)?;
-            if cfg.backend == BACKEND_TAILCALL {
-                tailcall::empty(state, slot, None)?;
-            }
-            crash::point("release::forced");
-            // The holder keeps its fds (an extension link stays linked to the
-            // now-inactive slot): the slot drains until it exits.
-            let draining = SlotConfig {
-                state: STATE_DRAINING,
-                ..cfg
-            };
-            state.write_slot(slot, &draining)?;
+            drain(state, slot, &cfg)?;
             Ok(Released {
                 slot,
                 name,

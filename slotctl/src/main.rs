@@ -158,16 +158,23 @@ fn main() {
     }
 }
 
-/// Blocks until SIGINT or SIGTERM, calling `tick` every 100 ms.
-fn wait_for_signal(mut tick: impl FnMut()) -> Result<()> {
+/// Set by SIGINT or SIGTERM. Installed before a held claim is made, so
+/// that a signal sent as soon as the claim is reported is never lost.
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
+    Ok(stop)
+}
+
+/// Blocks until `stop` is set, calling `tick` every 100 ms and once more
+/// at the end.
+fn wait_for(stop: &AtomicBool, mut tick: impl FnMut()) {
     while !stop.load(Ordering::SeqCst) {
         tick();
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
+    tick();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -195,15 +202,16 @@ fn run(cli: Cli) -> Result<()> {
                 mode: mode.into(),
                 ..Default::default()
             };
+            let stop = hold.then(stop_on_signal).transpose()?;
             let mut claim = rt.claim_with(&iface, &req, opts)?;
             output::claimed(&claim, json);
-            if hold {
+            if let Some(stop) = stop {
                 let mut logger = aya_log::EbpfLogger::init(claim.ebpf_mut()).ok();
-                wait_for_signal(|| {
+                wait_for(&stop, || {
                     if let Some(l) = logger.as_mut() {
                         l.flush();
                     }
-                })?;
+                });
                 claim.release()?;
                 eprintln!("released slot on {iface}");
             }
@@ -271,14 +279,15 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("give an object file, or --remove");
             };
             let src = ProgramSource::file(&object, program.as_deref())?;
+            let stop = hold.then(stop_on_signal).transpose()?;
             let chain = rt.set_chain(&iface, &src, !hold)?;
             println!(
                 "chain decision of {iface} is now program {} ({})",
                 chain.prog_id,
                 if hold { "held" } else { "persistent" }
             );
-            if hold {
-                wait_for_signal(|| {})?;
+            if let Some(stop) = stop {
+                wait_for(&stop, || {});
                 drop(chain);
             }
         }

@@ -438,7 +438,7 @@ fn foreign_pins_next_to_ours_and_inside_our_root_are_left_alone() {
         .filter(|n| *n != dir_name)
         .collect();
     let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
-    support::eventually(std::time::Duration::from_secs(5), || {
+    support::eventually(support::KERNEL_PATIENCE, || {
         env.in_rx(|rt, i| rt.collect(i))
             .map_err(|e| e.to_string())?;
         check_whole(&env, &extra_refs).map(drop)

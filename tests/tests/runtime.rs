@@ -10,11 +10,12 @@ use slots_runtime::{Backend, Error, ProgramSource, SlotRef, parse_mask};
 
 const N: usize = 20;
 
-/// Polls `f` for up to two seconds (the kernel empties a dead holder's
-/// program array from a work queue, a few ms later).
+/// Polls `f` until it holds, for up to a minute (the kernel empties a dead
+/// holder's program array from a work queue: a few ms here, far longer
+/// under emulation; only a failing check waits that long).
 fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
+    while start.elapsed() < Duration::from_secs(60) {
         if f() {
             return true;
         }

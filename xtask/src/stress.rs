@@ -48,7 +48,11 @@ pub fn run(args: Args) -> Result<()> {
     for s in &suites {
         cmd.args(["--test", s]);
     }
-    cmd.arg("--").arg("--nocapture").args(&args.args);
+    // --include-ignored: the random-time storms are ignored in the gate.
+    cmd.arg("--")
+        .arg("--nocapture")
+        .arg("--include-ignored")
+        .args(&args.args);
     if args.size != "default" {
         cmd.env("SLOTS_STRESS", &args.size);
     } else {

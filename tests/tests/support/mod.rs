@@ -71,6 +71,12 @@ impl Rng {
     }
 }
 
+/// How long a check waits for the kernel to finish what it does from a work
+/// queue (freeing a dead holder's program, link or array entries): a few
+/// milliseconds here, far longer under emulation. Only a failing check
+/// waits this long.
+pub const KERNEL_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Polls `f` until it succeeds or `timeout` passes; returns its last error.
 pub fn eventually(
     timeout: Duration,
@@ -129,6 +135,21 @@ impl Proc {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The first line the process prints on stdout (e.g. slotctl's
+    /// "claimed slot" line), waiting for it.
+    pub fn first_line(&mut self) -> String {
+        let child = self.child.as_mut().expect("running");
+        integration_tests::env::first_line(child)
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on a child we have not reaped yet, so the pid is
+        // still ours.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
     /// Waits for the process and returns its output.
     pub fn output(mut self) -> Output {
         self.child
@@ -159,6 +180,16 @@ impl Drop for Proc {
 /// inherits the spawning thread's namespace and keeps the host's bpffs).
 /// With a gate, it first waits for the gate to open.
 pub fn spawn_slotctl(env: &TestEnv, gate: Option<&Gate>, args: &[String]) -> Proc {
+    spawn_slotctl_with(env, gate, args, &[])
+}
+
+/// [`spawn_slotctl`] with extra environment variables (e.g. `FAILPOINTS`).
+pub fn spawn_slotctl_with(
+    env: &TestEnv,
+    gate: Option<&Gate>,
+    args: &[String],
+    vars: &[(&str, &str)],
+) -> Proc {
     let _in = env.pair.rx.enter().expect("entering the rx namespace");
     let mut cmd = match gate {
         Some(g) => {
@@ -179,6 +210,7 @@ pub fn spawn_slotctl(env: &TestEnv, gate: Option<&Gate>, args: &[String]) -> Pro
         .arg("--bpffs")
         .arg(&env.root)
         .args(args)
+        .envs(vars.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -191,7 +223,7 @@ pub fn spawn_slotctl(env: &TestEnv, gate: Option<&Gate>, args: &[String]) -> Pro
 
 /// Waits until every process sleeps in its shell, reading the gate.
 pub fn wait_at_gate(procs: &[&Proc]) {
-    let ok = eventually(Duration::from_secs(20), || {
+    let ok = eventually(KERNEL_PATIENCE, || {
         for p in procs {
             let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pid()))
                 .map_err(|e| e.to_string())?;
@@ -512,7 +544,7 @@ pub fn check_whole(env: &TestEnv, extra: &[&str]) -> Result<Status, String> {
 /// `extra`: other names the bpffs root may hold.
 pub fn collect_until_whole(env: &TestEnv, extra: &[&str]) -> Status {
     let mut st = None;
-    let r = eventually(Duration::from_secs(5), || {
+    let r = eventually(KERNEL_PATIENCE, || {
         env.in_rx(|rt, ifc| rt.collect(ifc))
             .map_err(|e| e.to_string())?;
         st = Some(check_whole(env, extra)?);
@@ -605,7 +637,7 @@ impl Baseline {
     /// Polled for a few seconds (the kernel frees programs from a work
     /// queue).
     pub fn leaks(&self, names: &[&str], expected: &[u32]) -> Result<(), String> {
-        eventually(Duration::from_secs(5), || {
+        eventually(KERNEL_PATIENCE, || {
             let (held_progs, held_links) = held_by_processes();
             let ours: BTreeMap<u32, String> = aya::programs::loaded_programs()
                 .filter_map(|p| p.ok())
