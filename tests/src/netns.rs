@@ -25,6 +25,10 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
+    ip_output(args).map(drop)
+}
+
+fn ip_output(args: &[&str]) -> Result<String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -36,7 +40,14 @@ fn ip(args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An interface's record in `ip -j -s link show` (the first of the list).
+fn link_json(ns: &Netns, ifname: &str) -> Result<serde_json::Value> {
+    let out = ip_output(&["-n", &ns.name, "-j", "-s", "link", "show", "dev", ifname])?;
+    let mut v: serde_json::Value = serde_json::from_str(&out).context("ip -j output")?;
+    Ok(v[0].take())
 }
 
 /// A named network namespace, deleted on drop.
@@ -100,6 +111,23 @@ impl Drop for NetnsGuard {
     }
 }
 
+/// Rounds of sending again what was lost before the receiving end.
+const ROUNDS: usize = 10;
+/// How long a round waits for the receiving end to account for what was
+/// sent (a few microseconds normally; only a broken pair waits this long).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What [`VethPair::send`] delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// Datagrams that reached the receiving end (each exactly once).
+    pub sent: usize,
+    /// Datagrams lost before the receiving end, sent again.
+    pub resent: usize,
+    /// Datagrams that arrived at the socket.
+    pub arrived: usize,
+}
+
 /// Two namespaces joined by a veth pair: `tx` (10.x.y.1) sends, `rx`
 /// (10.x.y.2) receives, and the dispatcher goes on `rx`'s end.
 /// Addresses are private to the two namespaces.
@@ -130,10 +158,36 @@ impl VethPair {
         tx.exec(&["ip", "link", "set", &rx_if, "netns", &rx.name])?;
         tx.exec(&["ip", "addr", "add", &format!("{tx_addr}/30"), "dev", &tx_if])?;
         rx.exec(&["ip", "addr", "add", &format!("{rx_addr}/30"), "dev", &rx_if])?;
+        // Only the test's datagrams cross the pair, so that the receiving
+        // end's packet counter counts exactly them: no IPv6 (router
+        // solicitations, DAD, MLD) and no ARP (a static neighbour entry;
+        // an XDP program that drops would also drop ARP).
+        for (ns, ifname) in [(&tx, &tx_if), (&rx, &rx_if)] {
+            let _in = ns.enter()?;
+            let knob = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+            if std::path::Path::new(&knob).exists() {
+                std::fs::write(&knob, "1").with_context(|| format!("writing {knob}"))?;
+            }
+        }
+        let rx_mac = link_json(&rx, &rx_if)?["address"]
+            .as_str()
+            .context("no address in ip -j link")?
+            .to_string();
+        let rx_ip = rx_addr.to_string();
+        tx.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &rx_ip,
+            "lladdr",
+            &rx_mac,
+            "dev",
+            &tx_if,
+            "nud",
+            "permanent",
+        ])?;
         tx.exec(&["ip", "link", "set", &tx_if, "up"])?;
         rx.exec(&["ip", "link", "set", &rx_if, "up"])?;
-        // Native XDP on veth needs the peer to have an XDP program or GRO;
-        // a static neighbour entry saves an ARP round trip per test.
         Ok(Self {
             tx,
             rx,
@@ -142,6 +196,21 @@ impl VethPair {
             tx_addr,
             rx_addr,
         })
+    }
+
+    /// Frames that have reached the receiving end (on veth with native XDP:
+    /// that went through its XDP program, dropped or not), and frames the
+    /// sending end dropped before they could.
+    fn counters(&self) -> Result<(u64, u64)> {
+        let rx = link_json(&self.rx, &self.rx_if)?;
+        let tx = link_json(&self.tx, &self.tx_if)?;
+        let reached = rx["stats64"]["rx"]["packets"]
+            .as_u64()
+            .context("rx packets")?;
+        let lost = tx["stats64"]["tx"]["dropped"]
+            .as_u64()
+            .context("tx dropped")?;
+        Ok((reached, lost))
     }
 
     /// Opens a UDP socket in `rx` bound to `port` (0: any free port; the
@@ -166,24 +235,62 @@ impl VethPair {
     /// a short wait for the last ones.
     /// `port` 0 picks a free port for this call alone.
     pub fn send_and_count(&self, port: u16, count: usize) -> Result<usize> {
+        Ok(self.send(port, count)?.arrived)
+    }
+
+    /// Sends `count` UDP datagrams from `tx` to `rx` on `port` (0: a free
+    /// one) and counts those that arrive. Datagrams the machine loses
+    /// before they reach the receiving end (a full queue under load) are
+    /// sent again, so that `count` of them meet its XDP program; they are
+    /// reported in [`Delivery::resent`], not counted as lost.
+    ///
+    /// No timing decides the result: reading stops once the receiving end
+    /// has taken in all `count` datagrams (its packet counter says so) and
+    /// either all have arrived or none came for a while after that; an
+    /// XDP verdict is final by then.
+    pub fn send(&self, port: u16, count: usize) -> Result<Delivery> {
         let rx = self.receiver(port)?;
         let tx = self.sender(rx.local_addr()?.port())?;
-        for i in 0..count {
-            tx.send(&(i as u32).to_be_bytes())?;
+        let (reached0, lost0) = self.counters()?;
+        let (mut sent, mut reached) = (0u64, 0u64);
+        for _ in 0..ROUNDS {
+            let want = count as u64 - reached;
+            if want == 0 {
+                break;
+            }
+            for _ in 0..want {
+                tx.send(&(sent as u32).to_be_bytes())?;
+                sent += 1;
+            }
+            let start = std::time::Instant::now();
+            loop {
+                let (r, l) = self.counters()?;
+                reached = r - reached0;
+                if reached + (l - lost0) >= sent {
+                    break;
+                }
+                if start.elapsed() > PATIENCE {
+                    bail!(
+                        "{sent} datagrams sent, {reached} reached {} and {} were dropped on the way after {PATIENCE:?}",
+                        self.rx_if,
+                        l - lost0
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if reached < count as u64 {
+            bail!(
+                "only {reached} of {count} datagrams reached {} in {ROUNDS} rounds",
+                self.rx_if
+            );
         }
         let mut got = 0;
         let mut buf = [0u8; 64];
-        // A loaded machine (parallel tests, emulation) may take a while for
-        // the first datagram (ARP); after that, 200 ms of silence ends it.
-        rx.set_read_timeout(Some(Duration::from_millis(1000)))?;
+        rx.set_read_timeout(Some(Duration::from_millis(200)))?;
         while got < count {
             match rx.recv(&mut buf) {
-                Ok(_) => {
-                    got += 1;
-                    if got == 1 {
-                        rx.set_read_timeout(Some(Duration::from_millis(200)))?;
-                    }
-                }
+                Ok(_) => got += 1,
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -195,6 +302,10 @@ impl VethPair {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(got)
+        Ok(Delivery {
+            sent: count,
+            resent: (sent - count as u64) as usize,
+            arrived: got,
+        })
     }
 }

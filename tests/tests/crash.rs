@@ -11,7 +11,7 @@
 //! suite) each point is crashed in one operation only.
 mod support;
 
-use std::{os::unix::process::ExitStatusExt as _, process::Output, time::Duration};
+use std::{os::unix::process::ExitStatusExt as _, process::Output};
 
 use integration_tests::{env::TestEnv, netns::unique, progs};
 use slots_runtime::{Backend, SlotRef, crash::POINTS};

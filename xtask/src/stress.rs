@@ -1,6 +1,8 @@
 //! `cargo xtask stress`: the reliability suites (races, faults, churn, bad
-//! input, coexistence) at their long sizes, on this host's kernel. Each
-//! test prints `figures:` lines; docs/reliability.md quotes them.
+//! input, coexistence, crash) at their long sizes with the storms the gate
+//! leaves out, on this host's kernel (tail calls), or with `--vm` in the
+//! QEMU VMs (freplace). Each test prints `figures:` lines;
+//! docs/reliability.md quotes them.
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
@@ -8,14 +10,19 @@ use anyhow::{Context as _, Result, bail};
 use crate::workspace_root;
 
 /// The suites, by test target name (tests/tests/<name>.rs).
-const SUITES: &[&str] = &["races", "faults", "churn", "bad_input", "coexist"];
+const SUITES: &[&str] = &["races", "faults", "churn", "bad_input", "coexist", "crash"];
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Sizes: `long` (default), `default` (CI's) or `short` (the VM
-    /// suite's).
-    #[arg(long, default_value = "long", value_parser = ["short", "default", "long"])]
-    pub size: String,
+    /// Sizes: `long` (default here), `default` (the gate's) or `short`
+    /// (default with --vm: everything is 50-100 times slower under
+    /// emulation).
+    #[arg(long, value_parser = ["short", "default", "long"])]
+    pub size: Option<String>,
+    /// Run every suite, storms included, with the freplace backend in the
+    /// QEMU VMs (Debian 6.1 and 6.12) instead of on this host.
+    #[arg(long)]
+    pub vm: bool,
     /// Repeat a run: the seed a test printed (SLOTS_STRESS_SEED).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -35,7 +42,22 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     crate::setup::run()?;
-    crate::cargo(&["build", "-p", "slotctl"])?;
+    if args.vm {
+        if !args.suites.is_empty() || args.seed.is_some() {
+            bail!("--suite and --seed are for the native run; with --vm every suite runs");
+        }
+        let mut vm_args = crate::vmtest::Args {
+            all: true,
+            size: args.size.unwrap_or_else(|| "short".into()),
+            ..Default::default()
+        };
+        vm_args.args.push("--include-ignored".into());
+        vm_args.args.extend(args.args);
+        return crate::vmtest::run(vm_args);
+    }
+    let size = args.size.unwrap_or_else(|| "long".into());
+    // The gate's build: the same units as `cargo xtask test`.
+    crate::cargo(&["build", "--all-targets"])?;
     let suites: Vec<&str> = if args.suites.is_empty() {
         SUITES.to_vec()
     } else {
@@ -53,15 +75,15 @@ pub fn run(args: Args) -> Result<()> {
         .arg("--nocapture")
         .arg("--include-ignored")
         .args(&args.args);
-    if args.size != "default" {
-        cmd.env("SLOTS_STRESS", &args.size);
+    if size != "default" {
+        cmd.env("SLOTS_STRESS", &size);
     } else {
         cmd.env_remove("SLOTS_STRESS");
     }
     if let Some(seed) = args.seed {
         cmd.env("SLOTS_STRESS_SEED", seed.to_string());
     }
-    eprintln!("stress: {} at {} sizes", suites.join(", "), args.size);
+    eprintln!("stress: {} at {size} sizes", suites.join(", "));
     let status = cmd
         .status()
         .with_context(|| format!("running {cargo} test"))?;

@@ -31,6 +31,37 @@ const VM_TIMEOUT_SECS: u64 = 2700;
 const TEST_TIMEOUT_SECS: u64 = 600;
 const TEST_PACKAGE: &str = "integration-tests";
 
+/// The freplace conformance suite: what the gate runs in each VM, as (test
+/// executable, libtest filters; none: all its tests). Every behaviour that
+/// is freplace's own: the dispatcher passing each kernel's verifier with
+/// global slot functions, filling and releasing slots with extensions
+/// (held, persistent, released on SIGKILL), the chain decision replaced,
+/// packet-changing extensions in every slot, extensions mixed with tail
+/// calls, slotctl end to end, a small race, a crash at every crash point
+/// and the hand-made leftovers of two dead installs. `--all` runs every
+/// executable instead; `cargo xtask stress --vm` adds the storms.
+pub const CONFORMANCE: &[(&str, &[&str])] = &[
+    (
+        "datapath",
+        &[
+            "dispatcher_loads_and_passes_the_verifier",
+            "btf_declares_global_slot_functions_taking_xdp_md",
+        ],
+    ),
+    ("freplace", &[]),
+    ("runtime", &[]),
+    ("slotctl", &[]),
+    ("crash", &[]),
+    ("races", &["eight_claimers_at_once"]),
+    (
+        "faults",
+        &[
+            "an_extension_pinned_before_its_record_is_unlinked",
+            "a_chain_pinned_before_its_flag_is_replaced",
+        ],
+    ),
+];
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Kernel to boot: `6.1` (bookworm's linux-image-amd64), `6.12` (the
@@ -45,6 +76,13 @@ pub struct Args {
     /// Repeatable.
     #[arg(long = "bin", value_name = "NAME")]
     pub bins: Vec<String>,
+    /// Every test executable and every test in it, not only the freplace
+    /// conformance suite.
+    #[arg(long)]
+    pub all: bool,
+    /// Suite sizes inside the VM (`SLOTS_STRESS`): short, default or long.
+    #[arg(long, default_value = "short", value_parser = ["short", "default", "long"])]
+    pub size: String,
     /// Cargo package whose tests go into the VM. Repeatable.
     #[arg(long = "package", short = 'p', value_name = "SPEC")]
     pub packages: Vec<String>,
@@ -74,6 +112,8 @@ impl Default for Args {
             kernels: Vec::new(),
             filter: Vec::new(),
             bins: Vec::new(),
+            all: false,
+            size: "short".into(),
             packages: Vec::new(),
             test_threads: TEST_THREADS,
             jobs: JOBS,
@@ -89,7 +129,9 @@ impl Args {
     /// A run that selects a subset of the tests does not go into the
     /// compatibility table.
     fn is_full(&self) -> bool {
-        self.filter.is_empty()
+        !self.all
+            && self.size == "short"
+            && self.filter.is_empty()
             && self.bins.is_empty()
             && self.packages.is_empty()
             && self.args.is_empty()
@@ -100,6 +142,8 @@ impl Args {
 pub struct TestBin {
     pub name: String,
     pub path: PathBuf,
+    /// libtest filters for this executable (none: all its tests).
+    pub filters: Vec<String>,
 }
 
 /// Output directory of the VM suite.
@@ -211,55 +255,89 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Builds the test executables and slotctl with cargo and returns their
-/// paths (from cargo's JSON messages).
+/// paths (from cargo's JSON messages). The command is the gate's own build
+/// (`cargo build --all-targets` of the default members), so after the
+/// native run nothing is compiled again.
 fn build(args: &Args) -> Result<(Vec<TestBin>, PathBuf)> {
     let mut cmd = vec![
-        "test",
-        "--no-run",
+        "build",
+        "--all-targets",
         "--message-format=json-render-diagnostics",
     ];
-    if args.packages.is_empty() {
-        cmd.extend(["-p", TEST_PACKAGE]);
-    }
     for p in &args.packages {
         cmd.extend(["-p", p.as_str()]);
     }
+    if !args.packages.is_empty() {
+        cmd.extend(["-p", "slotctl"]);
+    }
+    let artifacts = cargo_executables(&cmd)?;
+    // Without a selection of its own, a run is the conformance suite.
+    let conformance = !args.all && args.bins.is_empty() && args.filter.is_empty();
     let mut bins: Vec<TestBin> = Vec::new();
-    for (kinds, name, path) in cargo_executables(&cmd, true)? {
-        if !args.bins.is_empty() && !args.bins.contains(&name) {
+    for a in artifacts.iter().filter(|a| a.test) {
+        let wanted_package = if args.packages.is_empty() {
+            a.package == TEST_PACKAGE
+        } else {
+            args.packages.contains(&a.package)
+        };
+        if !wanted_package || (!args.bins.is_empty() && !args.bins.contains(&a.name)) {
             continue;
         }
-        // A library's and a binary's unit tests may share a target name.
-        let name = if bins.iter().any(|b| b.name == name) {
-            format!("{name}-{}", kinds.join("-"))
-        } else {
-            name
+        let filters = match CONFORMANCE.iter().find(|(bin, _)| *bin == a.name) {
+            _ if !conformance => Vec::new(),
+            Some((_, filters)) if a.kinds.iter().any(|k| k == "test") => {
+                filters.iter().map(|f| f.to_string()).collect()
+            }
+            _ => continue,
         };
-        bins.push(TestBin { name, path });
+        // A library's and a binary's unit tests may share a target name.
+        let name = if bins.iter().any(|b| b.name == a.name) {
+            format!("{}-{}", a.name, a.kinds.join("-"))
+        } else {
+            a.name.clone()
+        };
+        bins.push(TestBin {
+            name,
+            path: a.path.clone(),
+            filters,
+        });
     }
     // Cargo reports them in build order; run them in a stable one.
     bins.sort_by(|a, b| a.name.cmp(&b.name));
-    let slotctl = cargo_executables(
-        &[
-            "build",
-            "-p",
-            "slotctl",
-            "--message-format=json-render-diagnostics",
-        ],
-        false,
-    )?
-    .into_iter()
-    .find(|(kinds, name, _)| name == "slotctl" && kinds.iter().any(|k| k == "bin"))
-    .map(|(_, _, path)| path)
-    .context("cargo built no slotctl binary")?;
+    let slotctl = artifacts
+        .iter()
+        .find(|a| !a.test && a.name == "slotctl" && a.kinds.iter().any(|k| k == "bin"))
+        .map(|a| a.path.clone())
+        .context("cargo built no slotctl binary")?;
     Ok((bins, slotctl))
 }
 
-/// Runs cargo with a JSON message format; returns (target kinds, target
-/// name, executable) of every executable artifact built with the test
-/// harness (`test`) or without it. (`cargo test` also builds the package's
-/// plain binaries, for integration tests to run.)
-fn cargo_executables(args: &[&str], test: bool) -> Result<Vec<(Vec<String>, String, PathBuf)>> {
+/// The package name in a cargo package id: `path+file:///w/tests#name@0.1.0`,
+/// or `path+file:///w/name#0.1.0` where the directory has the package's name.
+fn package_name(id: &str) -> String {
+    let (path, tail) = id.rsplit_once('#').unwrap_or((id, ""));
+    match tail.split_once('@') {
+        Some((name, _)) => name.to_string(),
+        None => path.rsplit('/').next().unwrap_or_default().to_string(),
+    }
+}
+
+/// An executable cargo built.
+struct Artifact {
+    /// Package name.
+    package: String,
+    /// Target kinds (`lib`, `bin`, `test`, ...).
+    kinds: Vec<String>,
+    /// Target name.
+    name: String,
+    path: PathBuf,
+    /// Built with the test harness.
+    test: bool,
+}
+
+/// Runs cargo with a JSON message format; returns every executable it
+/// built (or found fresh).
+fn cargo_executables(args: &[&str]) -> Result<Vec<Artifact>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("vmtest: {cargo} {}", args.join(" "));
     let mut child = Command::new(&cargo)
@@ -274,23 +352,28 @@ fn cargo_executables(args: &[&str], test: bool) -> Result<Vec<(Vec<String>, Stri
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"].as_bool() != Some(test) {
+        if msg["reason"] != "compiler-artifact" {
             continue;
         }
         let Some(exe) = msg["executable"].as_str() else {
             continue;
         };
         let target = &msg["target"];
-        let name = target["name"].as_str().unwrap_or_default().to_string();
-        let kinds = target["kind"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|k| k.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        found.push((kinds, name, PathBuf::from(exe)));
+        let package = package_name(msg["package_id"].as_str().unwrap_or_default());
+        found.push(Artifact {
+            package,
+            kinds: target["kind"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            name: target["name"].as_str().unwrap_or_default().to_string(),
+            path: PathBuf::from(exe),
+            test: msg["profile"]["test"].as_bool() == Some(true),
+        });
     }
     let status = child.wait()?;
     if !status.success() {
@@ -340,4 +423,18 @@ fn show(path: &Path) -> String {
         .unwrap_or(path)
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::package_name;
+
+    #[test]
+    fn package_names_from_ids() {
+        assert_eq!(
+            package_name("path+file:///w/tests#integration-tests@0.1.0"),
+            "integration-tests"
+        );
+        assert_eq!(package_name("path+file:///w/slotctl#0.1.0"), "slotctl");
+    }
 }

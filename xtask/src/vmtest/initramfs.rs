@@ -38,7 +38,8 @@ const MODULE_DIR: &str = "/vmtest/modules";
 /// What every kernel's initramfs shares: stripped executables and the
 /// shared libraries of everything dynamic.
 pub struct Stage {
-    tests: Vec<(String, PathBuf)>,
+    /// (name, stripped executable, its libtest filters)
+    tests: Vec<(String, PathBuf, Vec<String>)>,
     slotctl: PathBuf,
     busybox: PathBuf,
     tools: Vec<(&'static str, PathBuf)>,
@@ -54,7 +55,8 @@ impl Stage {
         std::fs::create_dir_all(&bin_dir)?;
         let mut tests = Vec::new();
         for b in bins {
-            tests.push((b.name.clone(), strip(&b.path, &test_dir.join(&b.name))?));
+            let exe = strip(&b.path, &test_dir.join(&b.name))?;
+            tests.push((b.name.clone(), exe, b.filters.clone()));
         }
         let slotctl = strip(slotctl, &bin_dir.join("slotctl"))?;
         let busybox = first_existing(BUSYBOX)
@@ -72,7 +74,7 @@ impl Stage {
         let mut libs = BTreeSet::new();
         let dynamic = tests
             .iter()
-            .map(|(_, p)| p)
+            .map(|(_, p, _)| p)
             .chain([&slotctl, &busybox])
             .chain(tools.iter().map(|(_, p)| p));
         for exe in dynamic {
@@ -106,7 +108,7 @@ pub fn build(stage: &Stage, kernel: &Kernel, args: &Args, out: &Path) -> Result<
     for lib in &stage.libs {
         a.file(&lib.to_string_lossy(), lib, 0o755);
     }
-    for (name, path) in &stage.tests {
+    for (name, path, _) in &stage.tests {
         a.file(&format!("{BIN_DIR}/{name}"), path, 0o755);
     }
     a.file(SLOTCTL, &stage.slotctl, 0o755);
@@ -122,8 +124,7 @@ pub fn build(stage: &Stage, kernel: &Kernel, args: &Args, out: &Path) -> Result<
     }
     a.bytes("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644);
     a.bytes("etc/group", "root:x:0:\n", 0o644);
-    let names: Vec<&str> = stage.tests.iter().map(|(n, _)| n.as_str()).collect();
-    a.bytes("init", init_script(&names, &modules, args), 0o755);
+    a.bytes("init", init_script(&stage.tests, &modules, args), 0o755);
     if !a.contains("lib64/ld-linux-x86-64.so.2") {
         bail!("no dynamic loader among the shared libraries");
     }
@@ -148,7 +149,11 @@ pub fn build(stage: &Stage, kernel: &Kernel, args: &Args, out: &Path) -> Result<
 /// `/init`: mounts, loads the modules, probes, runs every test executable
 /// and prints markers the host parses (`VMTEST-...` at the start of a line),
 /// then powers off.
-fn init_script(tests: &[&str], modules: &[String], args: &Args) -> String {
+fn init_script(
+    tests: &[(String, PathBuf, Vec<String>)],
+    modules: &[String],
+    args: &Args,
+) -> String {
     let mut test_args: Vec<String> = Vec::new();
     // libtest refuses the option twice: arguments after `--` win.
     if !args.args.iter().any(|a| a.starts_with("--test-threads")) {
@@ -193,7 +198,9 @@ veth=no
 if $ip netns add vmtest-probe && $ip -n vmtest-probe link add vmtest0 type veth peer name vmtest1; then veth=yes; fi
 $ip netns del vmtest-probe 2>/dev/null
 echo "VMTEST-SMOKE ext=$ext veth=$veth"
-export SLOTS_TEST_BACKEND=freplace SLOTS_STRESS=short SLOTCTL=/vmtest/slotctl RUST_BACKTRACE=1
+"#;
+    s += &format!("export SLOTS_STRESS={}\n", quote(&args.size));
+    s += r#"export SLOTS_TEST_BACKEND=freplace SLOTCTL=/vmtest/slotctl RUST_BACKTRACE=1
 cd /tmp
 total=0
 failed=0
@@ -215,8 +222,9 @@ run() {
     echo "VMTEST-END $name rc=$rc start=$start end=$end"
 }
 "#;
-    for t in tests {
-        s += &format!("run {} {test_args}\n", quote(t));
+    for (name, _, filters) in tests {
+        let filters: Vec<String> = filters.iter().map(|f| quote(f)).collect();
+        s += &format!("run {} {test_args} {}\n", quote(name), filters.join(" "));
     }
     s += r#"if [ $failed -ne 0 ]; then
     echo "VMTEST-DMESG-BEGIN"
