@@ -201,7 +201,7 @@ impl VethPair {
     /// Frames that have reached the receiving end (on veth with native XDP:
     /// that went through its XDP program, dropped or not), and frames the
     /// sending end dropped before they could.
-    fn counters(&self) -> Result<(u64, u64)> {
+    pub fn counters(&self) -> Result<(u64, u64)> {
         let rx = link_json(&self.rx, &self.rx_if)?;
         let tx = link_json(&self.tx, &self.tx_if)?;
         let reached = rx["stats64"]["rx"]["packets"]
@@ -238,6 +238,27 @@ impl VethPair {
         Ok(self.send(port, count)?.arrived)
     }
 
+    /// Waits until the `sent` frames sent since the counters were `base`
+    /// have all reached the receiving end or been dropped before it;
+    /// returns how many reached it.
+    pub fn accounted(&self, base: (u64, u64), sent: u64) -> Result<u64> {
+        let start = std::time::Instant::now();
+        loop {
+            let (r, l) = self.counters()?;
+            let (reached, lost) = (r - base.0, l - base.1);
+            if reached + lost >= sent {
+                return Ok(reached);
+            }
+            if start.elapsed() > PATIENCE {
+                bail!(
+                    "{sent} frames sent, {reached} reached {} and {lost} were dropped on the way after {PATIENCE:?}",
+                    self.rx_if
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Sends `count` UDP datagrams from `tx` to `rx` on `port` (0: a free
     /// one) and counts those that arrive. Datagrams the machine loses
     /// before they reach the receiving end (a full queue under load) are
@@ -262,22 +283,7 @@ impl VethPair {
                 tx.send(&(sent as u32).to_be_bytes())?;
                 sent += 1;
             }
-            let start = std::time::Instant::now();
-            loop {
-                let (r, l) = self.counters()?;
-                reached = r - reached0;
-                if reached + (l - lost0) >= sent {
-                    break;
-                }
-                if start.elapsed() > PATIENCE {
-                    bail!(
-                        "{sent} datagrams sent, {reached} reached {} and {} were dropped on the way after {PATIENCE:?}",
-                        self.rx_if,
-                        l - lost0
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            reached = self.accounted((reached0, lost0), sent)?;
         }
         if reached < count as u64 {
             bail!(

@@ -23,9 +23,12 @@ enum Cmd {
     /// Install what the build and tests need (Debian packages, rust-src,
     /// bpf-linker for the nightly's LLVM) and mount bpffs. Idempotent.
     Setup,
-    /// Set up, then run every test: unit, integration (real kernel), VM.
+    /// The gate. Set up, build once, then run the unit tests, the native
+    /// integration suites (real kernel, tail-call backend; storms at their
+    /// gate sizes, random-time SIGKILL storms left to `stress`) and the
+    /// freplace conformance suite in QEMU on Debian 6.1 and 6.12.
     Test {
-        /// Skip the VM suite (freplace on Debian kernels under QEMU).
+        /// Skip the VM stage (freplace on Debian kernels under QEMU).
         #[arg(long)]
         no_vm: bool,
         /// Extra arguments for `cargo test` (after `--`).
@@ -43,7 +46,8 @@ enum Cmd {
     /// the dispatcher against a bare program and a regenerated dispatcher.
     Bench(bench::Args),
     /// Set up, then run the reliability suites (races, faults, churn, bad
-    /// input, coexistence) at their long sizes, as root.
+    /// input, coexistence, crash) at their long sizes with the storms, as
+    /// root; `--vm` in the QEMU VMs with freplace.
     Stress(stress::Args),
 }
 
