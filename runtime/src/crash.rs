@@ -23,12 +23,13 @@ pub const POINTS: &[&str] = &[
     "attach::linked",
     "attach::built",
     "attach::renamed",
-    // claim: mask, load, then record and fill (tail call: record first;
-    // freplace: link first), then activate
+    // claim: mask, then load and record and fill (tail call: load, record,
+    // fill; freplace: load and link, then record), then activate
     "claim::mask",
     "claim::loaded",
     "claim::recorded",
     "tailcall::filled",
+    "freplace::loaded",
     "freplace::linked",
     "claim::filled",
     "state::activating",

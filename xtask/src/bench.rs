@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the datapath benchmark (`tests/src/bin/bench.rs`),
-//! release build, BPF_PROG_TEST_RUN in one process. Needs root.
+//! release build, BPF_PROG_TEST_RUN in one process; `--claims`: the control
+//! path's latency (`tests/src/bin/claim_latency.rs`). Needs root.
 use anyhow::{Result, bail};
 
 #[derive(clap::Args, Default)]
@@ -7,9 +8,13 @@ pub struct Args {
     /// Rewrite the figures section of docs/benchmarks.md with this run.
     #[arg(long)]
     pub write_docs: bool,
-    /// Rounds; each runs every comparison once (default 25).
+    /// Rounds; each runs every comparison once (default 25; with
+    /// --claims, runs of each operation, default 30).
     #[arg(long)]
     pub rounds: Option<usize>,
+    /// Measure claim, release and attach latency instead of the datapath.
+    #[arg(long, conflicts_with = "write_docs")]
+    pub claims: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -18,6 +23,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     crate::setup::run()?;
     let rounds = args.rounds.map(|r| r.to_string());
+    if args.claims {
+        // The latency binary runs slotctl: build the release one beside it.
+        crate::cargo(&["build", "--quiet", "--release", "-p", "slotctl"])?;
+    }
     let mut cmd = vec![
         "run",
         "--quiet",
@@ -25,7 +34,11 @@ pub fn run(args: Args) -> Result<()> {
         "-p",
         "integration-tests",
         "--bin",
-        "bench",
+        if args.claims {
+            "claim_latency"
+        } else {
+            "bench"
+        },
         "--",
     ];
     if let Some(r) = &rounds {

@@ -22,6 +22,7 @@ pub fn fill(
 ) -> Result<(Loaded, Option<FdLink>)> {
     let target = dispatcher::program_fd(&state.dir)?;
     let mut loaded = program::load_extension(src, ins, target, func)?;
+    crate::crash::point("freplace::loaded");
     let ext: &mut aya::programs::Extension = loaded
         .ebpf
         .program_mut(&ins.name)
