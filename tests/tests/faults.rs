@@ -343,7 +343,9 @@ fn sigkill_at_any_moment_leaves_a_whole_state() {
         attach_us as f64 / 1000.0,
         started.elapsed().as_secs_f64()
     );
-    assert!(f.killed > 0 && f.finished > 0, "{f:?}");
+    // How many finished before their kill depends on the machine's speed
+    // (under emulation none may): a figure, not a check.
+    assert!(f.killed > 0, "{f:?}");
 }
 
 /// A first attach killed after it attached the dispatcher but before it
