@@ -237,10 +237,41 @@ pub fn collect(state: &mut State) -> Result<Vec<usize>> {
             continue;
         }
         log::info!("slot {n} on {}: holder gone, freeing it", state.iface);
+        if cfg.state == STATE_HELD
+            && cfg.backend == BACKEND_TAILCALL
+            && !state.path(&pin::prog(n)).exists()
+        {
+            // The dead holder had taken the array's pin away, so the kernel
+            // empties the array from a work queue now that its fd is
+            // closed. Parking the array before that clear has run would
+            // leave it pending, to empty the next claim of this slot. The
+            // clear drops the array's reference to the program: once the
+            // program is gone, so is the clear.
+            wait_for_program_to_go(cfg.prog_id)?;
+        }
         empty_slot(state, n, cfg)?;
         freed.push(n);
     }
     Ok(freed)
+}
+
+/// How long collecting waits for the kernel's deferred clear of a dead
+/// holder's array (milliseconds normally; far longer under emulation).
+const DEFERRED_CLEAR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits until program `id` is no longer loaded, for at most
+/// [`DEFERRED_CLEAR_PATIENCE`]; after that, goes on (something else holds
+/// the program, so no clear is pending for its array).
+fn wait_for_program_to_go(id: u32) -> Result<()> {
+    let start = std::time::Instant::now();
+    while live_programs()?.contains(&id) {
+        if start.elapsed() > DEFERRED_CLEAR_PATIENCE {
+            log::warn!("program {id} stays loaded: something else holds it");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// Deactivates slot `n`, empties it and frees its record.

@@ -287,7 +287,10 @@ fn after_next_operation(env: &TestEnv, holder: Proc) {
 
 /// The next operation: a claim (which collects first), then the checks.
 fn next_operation(env: &TestEnv, point: &str, standing: &[Landed]) {
-    let next = env.in_rx(|rt, i| rt.claim(i, &env.request(PROGRAM, 70)));
+    // The victim's priority: the next claim lands in the slot the dead one
+    // held or was filling, where a clear the kernel still had pending for
+    // it would empty the new claim (the traffic check below would see it).
+    let next = env.in_rx(|rt, i| rt.claim(i, &env.request(PROGRAM, 50)));
     let next = next.unwrap_or_else(|e| panic!("{point}: the next claim failed: {e}"));
     let st = collect_until_whole(env, &[]);
     let now = landed_in(&st);
