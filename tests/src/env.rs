@@ -2,7 +2,7 @@
 //! root, and cleanup of both when the test ends, pass or fail.
 use std::{
     io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
 };
 
@@ -26,12 +26,13 @@ pub fn slotctl_path() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/slotctl
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("slotctl");
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    // -> target/<profile>/slotctl
+    let mut dir = exe.parent().expect("target dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target dir");
+    }
+    let p = dir.join("slotctl");
     assert!(
         p.exists(),
         "slotctl not found at {}: run 'cargo build -p slotctl' (cargo xtask test does)",

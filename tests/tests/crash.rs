@@ -13,11 +13,12 @@ mod support;
 
 use std::{os::unix::process::ExitStatusExt as _, process::Output};
 
-use integration_tests::{env::TestEnv, netns::unique, progs};
+use integration_tests::{env::TestEnv, progs};
 use slots_runtime::{Backend, SlotRef, crash::POINTS};
 use support::{
-    Landed, Proc, baseline, claim_args, collect_until_whole, eventually, landed_in, listing, size,
-    spawn_slotctl, spawn_slotctl_with, status, stderr, stdout, traffic_reaches_every_claim,
+    Landed, Proc, baseline, claim_args, collect_until_whole, eventually, landed_in, listing,
+    second_interface, size, spawn_slotctl, spawn_slotctl_with, status, stderr, stdout,
+    traffic_reaches_every_claim,
 };
 
 /// The operation a crash point is hit in.
@@ -163,20 +164,6 @@ fn gone(id: u32) {
         }
     });
     r.unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// A second veth pair in the rx namespace, for the attach and detach
-/// cases (detaching the main interface would drop the standing claims).
-fn second_interface(env: &TestEnv) -> String {
-    let (a, b) = (unique("ca"), unique("cb"));
-    env.pair
-        .rx
-        .exec(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])
-        .unwrap();
-    for i in [&a, &b] {
-        env.pair.rx.exec(&["ip", "link", "set", i, "up"]).unwrap();
-    }
-    a
 }
 
 /// Kills slotctl at `point` in `op`.

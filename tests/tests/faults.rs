@@ -22,11 +22,12 @@ use std::{
 
 use aya::maps::{Array, Map, MapData};
 use dispatcher_common::{Control, SlotConfig};
-use integration_tests::{env::TestEnv, netns::unique};
+use integration_tests::env::TestEnv;
 use slots_runtime::Iface;
 use support::{
     Refusal, Rng, baseline, check_whole, claim_args, collect_until_whole, iface_dir, listing,
-    refusal_line, seed, size, spawn_slotctl, status, stderr, traffic_reaches_every_claim,
+    refusal_line, second_interface, seed, size, spawn_slotctl, status, stderr,
+    traffic_reaches_every_claim,
 };
 
 const PROGRAM: &str = "xdp_pass";
@@ -109,20 +110,6 @@ fn args(list: &[&str]) -> Vec<String> {
 fn attached(env: &TestEnv, ifc: &str) {
     env.in_rx(|rt, _| rt.attach(ifc, Default::default()))
         .unwrap();
-}
-
-/// A second interface in the rx namespace, where first attaches are killed
-/// (detaching the main one would drop its claims).
-fn second_interface(env: &TestEnv) -> String {
-    let (a, b) = (unique("fa"), unique("fb"));
-    env.pair
-        .rx
-        .exec(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])
-        .unwrap();
-    for i in [&a, &b] {
-        env.pair.rx.exec(&["ip", "link", "set", i, "up"]).unwrap();
-    }
-    a
 }
 
 /// Priorities of the claims that stand through the whole run.

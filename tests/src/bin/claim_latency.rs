@@ -73,7 +73,11 @@ fn main() -> Result<()> {
     // A realistic neighbourhood: a few claims already there.
     let _others: Vec<_> = [10, 30, 70]
         .iter()
-        .map(|p| env.in_rx(|rt, i| rt.claim(i, &env.request("xdp_pass", *p))))
+        .map(|p| {
+            let mut req = env.request("xdp_pass", *p);
+            req.name = Some(format!("other{p}"));
+            env.in_rx(|rt, i| rt.claim(i, &req))
+        })
         .collect::<std::result::Result<_, _>>()?;
 
     let (mut claim, mut release) = (Vec::new(), Vec::new());

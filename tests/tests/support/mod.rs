@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::env::{TestEnv, backend, slotctl_path};
+use integration_tests::{
+    env::{TestEnv, backend, slotctl_path},
+    netns::unique,
+};
 use slots_runtime::{Iface, Status};
 
 /// A suite size: `SLOTS_STRESS_<NAME>` if set, else the one `SLOTS_STRESS`
@@ -235,6 +238,24 @@ pub fn wait_at_gate(procs: &[&Proc]) {
         Ok(())
     });
     ok.expect("children reach the gate");
+}
+
+/// A second veth pair in the rx namespace, for tests that attach, kill
+/// attaches or detach there (detaching the main interface would drop its
+/// claims); returns the end to use.
+pub fn second_interface(env: &TestEnv) -> String {
+    let (a, b) = (unique("sa"), unique("sb"));
+    env.pair
+        .rx
+        .exec(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])
+        .expect("adding a second veth pair");
+    for i in [&a, &b] {
+        env.pair
+            .rx
+            .exec(&["ip", "link", "set", i, "up"])
+            .expect("setting it up");
+    }
+    a
 }
 
 /// Arguments of a claim of the test object `object`.
