@@ -121,7 +121,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery {
     /// Datagrams that reached the receiving end (each exactly once).
-    pub sent: usize,
+    pub reached: usize,
     /// Datagrams lost before the receiving end, sent again.
     pub resent: usize,
     /// Datagrams that arrived at the socket.
@@ -234,8 +234,16 @@ impl VethPair {
     /// arrived at the receiving socket. Bounded: at most `count` packets and
     /// a short wait for the last ones.
     /// `port` 0 picks a free port for this call alone.
+    /// Lost datagrams are reported on stderr (shown with the test's output).
     pub fn send_and_count(&self, port: u16, count: usize) -> Result<usize> {
-        Ok(self.send(port, count)?.arrived)
+        let d = self.send(port, count)?;
+        if d.resent > 0 {
+            eprintln!(
+                "figures: send lost_before_xdp={} resent, {} reached XDP",
+                d.resent, d.reached
+            );
+        }
+        Ok(d.arrived)
     }
 
     /// Waits until the `sent` frames sent since the counters were `base`
@@ -309,7 +317,7 @@ impl VethPair {
             }
         }
         Ok(Delivery {
-            sent: count,
+            reached: count,
             resent: (sent - count as u64) as usize,
             arrived: got,
         })
