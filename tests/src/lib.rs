@@ -1,5 +1,6 @@
 //! Shared pieces of the integration tests, the demo and the benchmark.
 pub mod env;
+pub mod frames;
 pub mod netns;
 pub mod progs;
 pub mod stress;
