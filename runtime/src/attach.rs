@@ -1,17 +1,19 @@
 //! Putting the dispatcher on an interface (once) and taking it off.
 use std::path::{Path, PathBuf};
 
-use dispatcher_common::STATE_FREE;
-
 use crate::{
     backend::Backend,
-    claim, crash,
+    collect::collect,
+    crash,
     dispatcher::{self, Mode},
     error::{Error, Result},
     iface::Iface,
     lock::DirLock,
-    probe,
-    state::{State, pin},
+    objects::Objects,
+    pin,
+    probe::ProbeError,
+    root,
+    state::State,
     sys,
 };
 
@@ -21,34 +23,43 @@ const DEAD_LINK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2
 
 /// Options for [`crate::Runtime::attach`].
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct AttachOptions {
+    /// How the dispatcher sits on the interface.
     pub mode: Mode,
-    /// Backend new claims get by default; `Auto` probes the kernel.
-    pub backend: Backend,
+    /// Backend new claims get by default; `None` probes the kernel and
+    /// takes the first backend it allows ([`Backend::ALL`]).
+    pub backend: Option<Backend>,
     /// Replace a foreign XDP program (attached through netlink).
     pub force: bool,
 }
 
 /// The result of an attach.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct Attached {
+    /// The interface.
     pub iface: String,
+    /// Its state directory.
     pub dir: PathBuf,
     /// false: our dispatcher was already there and is reused.
     pub new: bool,
-    pub mode: &'static str,
+    /// How the dispatcher sits on the interface (never `Auto`).
+    pub mode: Mode,
+    /// Backend claims get by default.
     pub backend: Backend,
-    /// Why `auto` chose the backend it did.
-    pub backend_reason: Option<String>,
+    /// Why probing chose that backend: the backends it passed over.
+    #[serde(serialize_with = "serialize_reasons")]
+    pub passed_over: Vec<(Backend, ProbeError)>,
+    /// Kernel id of the dispatcher program.
     pub prog_id: u32,
 }
 
-pub(crate) fn mode_name(raw: u32) -> &'static str {
-    match raw {
-        dispatcher_common::MODE_NATIVE => "native",
-        dispatcher_common::MODE_SKB => "skb",
-        _ => "unknown",
-    }
+fn serialize_reasons<S: serde::Serializer>(
+    v: &[(Backend, ProbeError)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(b, e)| (b.as_str(), e.to_string())))
 }
 
 /// Is our dispatcher, pinned in `dir`, the program on the interface?
@@ -72,24 +83,38 @@ fn program_name(id: u32) -> String {
         .unwrap_or_else(|| "unnamed".into())
 }
 
+/// The first backend of [`Backend::ALL`] that this kernel allows, and why
+/// each one before it was passed over. The last one is taken untried if
+/// all others fail (every kernel that runs XDP runs tail calls).
+fn choose_backend() -> (Backend, Vec<(Backend, ProbeError)>) {
+    let mut passed_over = Vec::new();
+    let (last, rest) = Backend::ALL.split_last().expect("at least one backend");
+    for &b in rest {
+        match b.probe() {
+            Ok(()) => return (b, passed_over),
+            Err(why) => passed_over.push((b, why)),
+        }
+    }
+    (*last, passed_over)
+}
+
 /// Attaches (or finds) the dispatcher on `iface`.
 pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attached> {
-    crate::ensure_root_dir(root)?;
+    root::ensure(root)?;
     let _root_lock = DirLock::exclusive(root)?;
     remove_dead_builds(root, iface)?;
     let dir = root.join(iface.dir_name());
     if dir.exists() {
         if let Some(prog_id) = ours_attached(&dir, iface)? {
             let state = State::open(&dir, &iface.name)?;
-            let c = state.control()?;
             return Ok(Attached {
                 iface: iface.name.clone(),
-                dir,
                 new: false,
-                mode: mode_name(c.mode),
-                backend: Backend::from_raw(c.backend),
-                backend_reason: None,
+                mode: state.mode()?,
+                backend: state.default_backend()?,
+                passed_over: Vec::new(),
                 prog_id,
+                dir,
             });
         }
         // Our directory, but the dispatcher is not on the interface any more
@@ -155,21 +180,9 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
             });
         }
     }
-    let (backend, backend_reason) = match opts.backend {
-        Backend::Auto => {
-            let p = probe::freplace();
-            match p {
-                Ok(()) => (
-                    Backend::Freplace,
-                    Some("this kernel loaded a test extension".into()),
-                ),
-                Err(why) => (
-                    Backend::TailCall,
-                    Some(format!("freplace unavailable ({why})")),
-                ),
-            }
-        }
-        b => (b, None),
+    let (backend, passed_over) = match opts.backend {
+        Some(b) => (b, Vec::new()),
+        None => choose_backend(),
     };
     // Build in a side directory, rename into place when complete: nobody
     // ever sees half an interface.
@@ -177,16 +190,16 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
     let _ = remove_dir(&building);
     std::fs::create_dir(&building)
         .map_err(|e| Error::io(format!("creating {}", building.display()), e))?;
-    crash::point("attach::building");
-    let result = dispatcher::install(&building, iface, opts.mode, backend.raw()).and_then(|mode| {
+    let result = crash::point("attach::building").and_then(|()| {
+        let mode = dispatcher::install(&building, iface, opts.mode, backend)?;
         let mut state = State::open(&building, &iface.name)?;
         let mut c = state.control()?;
-        c.mode = mode;
+        c.mode = mode.code();
         state.write_control(&c)?;
-        crash::point("attach::built");
+        crash::point("attach::built")?;
         std::fs::rename(&building, &dir)
             .map_err(|e| Error::io(format!("renaming {} into place", building.display()), e))?;
-        crash::point("attach::renamed");
+        crash::point("attach::renamed")?;
         Ok(mode)
     });
     match result {
@@ -195,9 +208,9 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
             prog_id: dispatcher::pinned_program(&dir)?.id(),
             dir,
             new: true,
-            mode: mode_name(mode),
+            mode,
             backend,
-            backend_reason,
+            passed_over,
         }),
         Err(e) => {
             let _ = remove_dir(&building);
@@ -241,14 +254,14 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
     if link.exists() {
         std::fs::remove_file(&link)
             .map_err(|e| Error::io(format!("removing {}", link.display()), e))?;
-        crash::point("detach::unlinked");
+        crash::point("detach::unlinked")?;
     }
     std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
 }
 
 /// Detaches the dispatcher from `iface` and removes its state.
 pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<()> {
-    crate::ensure_root_dir(root)?;
+    root::ensure(root)?;
     let _root_lock = DirLock::exclusive(root)?;
     let dir = root.join(iface.dir_name());
     if !dir.exists() {
@@ -260,12 +273,8 @@ pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<()> {
         let _lock = DirLock::exclusive(&dir)?;
         match State::open(&dir, &iface.name) {
             Ok(mut state) => {
-                claim::collect(&mut state)?;
-                let count = state
-                    .slots()?
-                    .iter()
-                    .filter(|c| c.state != STATE_FREE)
-                    .count();
+                collect(&mut state)?;
+                let count = state.records()?.iter().filter(|r| !r.is_free()).count();
                 if count > 0 && !force {
                     return Err(Error::SlotsInUse {
                         iface: iface.name.clone(),

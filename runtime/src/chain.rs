@@ -9,16 +9,21 @@ use aya::programs::links::FdLink;
 use dispatcher_common::{FLAG_CUSTOM_CHAIN, names};
 
 use crate::{
-    backend::freplace,
+    backend::{Backend, freplace},
+    crash,
     error::{Error, Result},
     lock::DirLock,
+    objects::Objects,
+    pin,
     program::{Inspected, Loaded, ProgramSource},
-    state::{State, pin},
+    state::State,
 };
 
 /// An installed chain decision; a held one is removed on drop.
 pub struct ChainClaim {
+    /// Kernel id of the chain-decision program.
     pub prog_id: u32,
+    /// Stays after this process exits.
     pub persistent: bool,
     iface: String,
     dir: PathBuf,
@@ -61,7 +66,7 @@ impl Drop for ChainClaim {
 fn inspect(src: &ProgramSource) -> Result<Inspected> {
     let obj = aya_obj::Object::parse(&src.bytes).map_err(|e| Error::BadObject {
         path: src.label.clone(),
-        why: crate::error::chain(&e),
+        source: Box::new(e),
     })?;
     let mut available: Vec<&String> = obj.programs.keys().collect();
     available.sort();
@@ -98,20 +103,21 @@ fn inspect(src: &ProgramSource) -> Result<Inspected> {
 }
 
 /// Installs `src` as the chain decision. `state` is locked by the caller.
-pub fn install(state: &mut State, src: &ProgramSource, persistent: bool) -> Result<ChainClaim> {
+pub(crate) fn install(
+    state: &mut State,
+    src: &ProgramSource,
+    persistent: bool,
+) -> Result<ChainClaim> {
     let c = state.control()?;
-    if c.backend != dispatcher_common::BACKEND_FREPLACE
-        && let Err(why) = crate::probe::freplace()
+    if state.default_backend()? != Backend::Freplace
+        && let Err(source) = Backend::Freplace.probe()
     {
-        return Err(Error::ChainNeedsFreplace { why });
+        return Err(Error::ChainNeedsFreplace { source });
     }
     if c.flags & FLAG_CUSTOM_CHAIN != 0 {
-        return Err(Error::Kernel {
-            what: format!("installing a chain decision on {}", state.iface),
-            detail: format!(
-                "program {} is installed already; remove it first",
-                c.chain_prog_id
-            ),
+        return Err(Error::ChainInstalled {
+            iface: state.iface.clone(),
+            prog_id: c.chain_prog_id,
         });
     }
     let ins = inspect(src)?;
@@ -119,14 +125,9 @@ pub fn install(state: &mut State, src: &ProgramSource, persistent: bool) -> Resu
     // setting the flag: that link would refuse this one (one extension per
     // function), and nothing else would ever remove it.
     freplace::unpin(state, pin::CHAIN)?;
-    let (program, link) = freplace::fill(
-        state,
-        src,
-        &ins,
-        names::CHAIN_FN,
-        persistent.then_some(pin::CHAIN),
-    )?;
-    crate::crash::point("chain::linked");
+    let mut program = freplace::load(state, src, &ins, names::CHAIN_FN)?;
+    let (_, link) = freplace::link(state, &mut program, persistent.then_some(pin::CHAIN))?;
+    crash::point("chain::linked")?;
     let prog_id = program.id()?;
     let mut c = state.control()?;
     c.chain_prog_id = prog_id;
@@ -143,7 +144,7 @@ pub fn install(state: &mut State, src: &ProgramSource, persistent: bool) -> Resu
 }
 
 /// Removes a persistent chain decision (held ones go with their holder).
-pub fn remove(state: &mut State) -> Result<()> {
+pub(crate) fn remove(state: &mut State) -> Result<()> {
     let mut c = state.control()?;
     if c.flags & FLAG_CUSTOM_CHAIN == 0 {
         return Err(Error::NoCustomChain {
@@ -153,5 +154,5 @@ pub fn remove(state: &mut State) -> Result<()> {
     c.flags &= !FLAG_CUSTOM_CHAIN;
     c.chain_prog_id = 0;
     state.write_control(&c)?;
-    freplace::unpin(state, pin::CHAIN)
+    freplace::unpin(state, pin::CHAIN).map(drop)
 }

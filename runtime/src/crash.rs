@@ -4,7 +4,7 @@
 //! operation finds a whole state.
 //!
 //! They exist only with the cargo feature `failpoints`, which the
-//! integration tests turn on; without it [`point`] is an empty inline
+//! integration tests turn on; without it a point is an empty inline
 //! function. With it, a point fires when the `FAILPOINTS` environment
 //! variable of the process gives it the action `return`:
 //!
@@ -23,37 +23,31 @@ pub const POINTS: &[&str] = &[
     "attach::linked",
     "attach::built",
     "attach::renamed",
-    // claim: mask, then load and record and fill (tail call: load, record,
-    // fill; freplace: load and link, then record), then activate
+    // claim: mask, load, record, fill, activate (both backends)
     "claim::mask",
     "claim::loaded",
     "claim::recorded",
     "tailcall::filled",
-    "freplace::loaded",
     "freplace::linked",
     "claim::filled",
     "state::activating",
     "claim::active",
-    // release of a persistent claim, and collection of a dead one
+    // retiring a claim (release, the holder's release, collection):
+    // inactive, emptied, free
     "state::deactivating",
-    "empty::inactive",
+    "retire::inactive",
     "tailcall::cleared",
-    "empty::emptied",
-    // release of a held claim by its holder, and by force
-    "held::inactive",
-    "held::emptied",
+    "retire::emptied",
+    // another holder's claim released by force
     "release::forced",
-    // collection of an extension pinned by a claim that died before its
-    // record
-    "collect::unlinked",
     // chain decision, detach
     "chain::linked",
     "detach::unlinked",
 ];
 
 /// Kills this process with SIGKILL if `FAILPOINTS` arms `name`.
-#[cfg(feature = "failpoints")]
-pub(crate) fn point(name: &'static str) {
+#[cfg(all(feature = "failpoints", not(test)))]
+pub(crate) fn point(name: &'static str) -> crate::Result<()> {
     static ARMED: std::sync::Once = std::sync::Once::new();
     debug_assert!(POINTS.contains(&name), "crash point {name} is not listed");
     // The scenario reads FAILPOINTS once and stays for the process's life.
@@ -61,27 +55,85 @@ pub(crate) fn point(name: &'static str) {
     if fail::eval(name, |_| ()).is_some() {
         crate::sys::kill_self();
     }
+    Ok(())
 }
 
 /// Without the `failpoints` feature a crash point is nothing.
-#[cfg(not(feature = "failpoints"))]
+#[cfg(all(not(feature = "failpoints"), not(test)))]
 #[inline(always)]
-pub(crate) fn point(_name: &'static str) {}
+pub(crate) fn point(_name: &'static str) -> crate::Result<()> {
+    Ok(())
+}
+
+/// In unit tests a crash point records that it was passed and, if armed,
+/// "kills" the operation: it fails, and so does every kernel operation of
+/// the fake after it (see `fake.rs`), as if the process had died there.
+#[cfg(test)]
+pub(crate) fn point(name: &'static str) -> crate::Result<()> {
+    assert!(POINTS.contains(&name), "crash point {name} is not listed");
+    sim::PASSED.with(|p| p.borrow_mut().push(name));
+    if sim::ARMED.with(|a| a.get()) == Some(name) {
+        sim::CRASHED.with(|c| c.set(true));
+    }
+    if sim::crashed() {
+        return Err(sim::dead());
+    }
+    Ok(())
+}
+
+/// The unit tests' crash simulation, per thread.
+#[cfg(test)]
+pub(crate) mod sim {
+    use std::cell::{Cell, RefCell};
+
+    thread_local! {
+        pub(super) static ARMED: Cell<Option<&'static str>> = const { Cell::new(None) };
+        pub(super) static CRASHED: Cell<bool> = const { Cell::new(false) };
+        pub(super) static PASSED: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Arms `point` (or nothing), forgets the points passed and revives the
+    /// simulated process.
+    pub fn arm(point: Option<&'static str>) {
+        ARMED.with(|a| a.set(point));
+        CRASHED.with(|c| c.set(false));
+        PASSED.with(|p| p.borrow_mut().clear());
+    }
+
+    /// Has the armed point fired?
+    pub fn crashed() -> bool {
+        CRASHED.with(|c| c.get())
+    }
+
+    /// The points passed since [`arm`].
+    pub fn passed() -> Vec<&'static str> {
+        PASSED.with(|p| p.borrow().clone())
+    }
+
+    /// The error every operation of a dead process returns.
+    pub fn dead() -> crate::Error {
+        crate::Error::Io {
+            what: "a simulated crash".into(),
+            source: std::io::Error::other("the process died at a crash point"),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::POINTS;
 
     /// The list is the calls: each listed point is called in the source
-    /// (`claim::recorded` and `claim::filled` once per backend), and no
-    /// unlisted one is.
+    /// and no unlisted one is.
     #[test]
     fn every_point_is_listed_and_called() {
         let sources = [
             include_str!("attach.rs"),
             include_str!("dispatcher.rs"),
             include_str!("claim.rs"),
-            include_str!("state.rs"),
+            include_str!("release.rs"),
+            include_str!("collect.rs"),
+            include_str!("objects.rs"),
             include_str!("chain.rs"),
             include_str!("backend/tailcall.rs"),
             include_str!("backend/freplace.rs"),

@@ -3,6 +3,8 @@
 //! interface; never regenerated.
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData},
@@ -11,16 +13,18 @@ use aya::{
 use dispatcher_common::{CONTROL_MAGIC, Control, LAYOUT_VERSION, SLOT_COUNT, SlotConfig, names};
 
 use crate::{
+    backend::Backend,
+    crash,
     error::{Error, Result},
     iface::Iface,
-    state::pin,
+    pin,
 };
 
 /// The dispatcher ELF, built from `dispatcher-ebpf` by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dispatcher"));
 
 /// The freplace probe ELF (`dispatcher-ebpf/src/bin/probe.rs`).
-pub static PROBE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+pub(crate) static PROBE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
 
 /// How the dispatcher sits on the interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -36,6 +40,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The name used on the command line and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Auto => "auto",
@@ -43,16 +48,38 @@ impl Mode {
             Mode::Skb => "skb",
         }
     }
+
+    /// The code recorded in `Control::mode` (an attached mode: not `Auto`).
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Mode::Native => dispatcher_common::MODE_NATIVE,
+            Mode::Skb => dispatcher_common::MODE_SKB,
+            Mode::Auto => 0,
+        }
+    }
+
+    /// The attached mode a recorded code names.
+    pub(crate) fn from_code(code: u32) -> Option<Self> {
+        [Mode::Native, Mode::Skb]
+            .into_iter()
+            .find(|m| m.code() == code)
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// Loads the dispatcher, writes its initial maps, pins everything in
 /// `dir` (which must exist and be empty) and attaches it to `iface`.
-/// Returns the `MODE_*` it got. On error, the caller removes `dir`.
-pub fn install(dir: &Path, iface: &Iface, mode: Mode, backend: u32) -> Result<u32> {
+/// Returns the mode it got. On error, the caller removes `dir`.
+pub(crate) fn install(dir: &Path, iface: &Iface, mode: Mode, backend: Backend) -> Result<Mode> {
     let mut ebpf = EbpfLoader::new()
         .load(OBJECT)
         .map_err(|e| Error::kernel("loading the dispatcher", e))?;
-    init_maps(&mut ebpf, iface, backend)?;
+    init_maps(&mut ebpf, iface, backend.code())?;
     for (name, map) in ebpf.maps() {
         let target = match name {
             names::CONTROL_MAP => pin::CONTROL.to_string(),
@@ -68,23 +95,17 @@ pub fn install(dir: &Path, iface: &Iface, mode: Mode, backend: u32) -> Result<u3
     }
     let prog: &mut Xdp = ebpf
         .program_mut(names::DISPATCHER)
-        .ok_or_else(|| Error::Kernel {
-            what: "loading the dispatcher".into(),
-            detail: "no dispatcher program in the object".into(),
-        })?
+        .expect("the embedded dispatcher object has its program")
         .try_into()
         .map_err(|e| Error::kernel("loading the dispatcher", e))?;
     prog.load()
         .map_err(|e| Error::kernel("verifying the dispatcher", e))?;
     prog.pin(dir.join(pin::DISPATCHER))
         .map_err(|e| Error::kernel("pinning the dispatcher", e))?;
-    let attempts: &[(XdpMode, u32)] = match mode {
-        Mode::Auto => &[
-            (XdpMode::Driver, dispatcher_common::MODE_NATIVE),
-            (XdpMode::Skb, dispatcher_common::MODE_SKB),
-        ],
-        Mode::Native => &[(XdpMode::Driver, dispatcher_common::MODE_NATIVE)],
-        Mode::Skb => &[(XdpMode::Skb, dispatcher_common::MODE_SKB)],
+    let attempts: &[(XdpMode, Mode)] = match mode {
+        Mode::Auto => &[(XdpMode::Driver, Mode::Native), (XdpMode::Skb, Mode::Skb)],
+        Mode::Native => &[(XdpMode::Driver, Mode::Native)],
+        Mode::Skb => &[(XdpMode::Skb, Mode::Skb)],
     };
     let mut last = None;
     for &(xdp_mode, recorded) in attempts {
@@ -93,14 +114,11 @@ pub fn install(dir: &Path, iface: &Iface, mode: Mode, backend: u32) -> Result<u3
                 let link = prog
                     .take_link(id)
                     .map_err(|e| Error::kernel("taking the XDP link", e))?;
-                let link = FdLink::try_from(link).map_err(|e| Error::Kernel {
-                    what: format!("attaching to {}", iface.name),
-                    detail: format!(
-                        "the kernel gave no bpf_link ({}); kernel 5.9 or newer is needed",
-                        crate::error::chain(&e)
-                    ),
+                let link = FdLink::try_from(link).map_err(|e| Error::NoXdpLink {
+                    iface: iface.name.clone(),
+                    source: Box::new(e),
                 })?;
-                crate::crash::point("attach::linked");
+                crash::point("attach::linked")?;
                 link.pin(dir.join(pin::LINK))
                     .map_err(|e| Error::kernel("pinning the XDP link", e))?;
                 return Ok(recorded);
@@ -152,7 +170,7 @@ fn init_maps(ebpf: &mut Ebpf, iface: &Iface, backend: u32) -> Result<()> {
 }
 
 /// `SLOT_PROG_17` -> 17.
-pub fn slot_of_prog_map(name: &str) -> Option<usize> {
+fn slot_of_prog_map(name: &str) -> Option<usize> {
     let n: usize = name
         .strip_prefix(names::SLOT_PROG_MAP_PREFIX)?
         .parse()
@@ -161,7 +179,7 @@ pub fn slot_of_prog_map(name: &str) -> Option<usize> {
 }
 
 /// The pinned dispatcher program of an interface directory.
-pub fn pinned_program(dir: &Path) -> Result<ProgramInfo> {
+pub(crate) fn pinned_program(dir: &Path) -> Result<ProgramInfo> {
     ProgramInfo::from_pin(dir.join(pin::DISPATCHER)).map_err(|e| {
         Error::kernel(
             format!("opening {}", dir.join(pin::DISPATCHER).display()),
@@ -171,35 +189,40 @@ pub fn pinned_program(dir: &Path) -> Result<ProgramInfo> {
 }
 
 /// A file descriptor of the pinned dispatcher (freplace target).
-pub fn program_fd(dir: &Path) -> Result<ProgramFd> {
+pub(crate) fn program_fd(dir: &Path) -> Result<ProgramFd> {
     pinned_program(dir)?
         .fd()
         .map_err(|e| Error::kernel("opening the dispatcher", e))
 }
 
-/// Map id of slot `n`'s program array, found through the dispatcher's maps.
-pub fn slot_array_id(dir: &Path, n: usize) -> Result<u32> {
-    let info = pinned_program(dir)?;
-    let ids = info
+/// Map ids of the slots' program arrays (tail-call backend), by slot, of
+/// the dispatcher pinned in the state directory `dir`: for inspection,
+/// e.g. `bpftool map dump id <id>`.
+pub fn slot_array_ids(dir: &Path) -> Result<BTreeMap<usize, u32>> {
+    let ids = pinned_program(dir)?
         .map_ids()
         .map_err(|e| Error::kernel("listing the dispatcher's maps", e))?
         .unwrap_or_default();
+    let mut out = BTreeMap::new();
     for id in ids {
         let m =
             aya::maps::MapInfo::from_id(id).map_err(|e| Error::kernel("reading map info", e))?;
-        if m.name_as_str().and_then(slot_of_prog_map) == Some(n) {
-            return Ok(id);
+        if let Some(n) = m.name_as_str().and_then(slot_of_prog_map) {
+            out.insert(n, id);
         }
     }
-    Err(Error::Kernel {
-        what: format!("finding slot {n}'s program array"),
-        detail: "the dispatcher has no such map".into(),
-    })
+    Ok(out)
 }
 
 /// Opens slot `n`'s program array by id (this adds a user reference while
 /// the returned map lives).
-pub fn slot_array(dir: &Path, n: usize) -> Result<MapData> {
-    let id = slot_array_id(dir, n)?;
+pub(crate) fn slot_array(dir: &Path, n: usize) -> Result<MapData> {
+    let id = *slot_array_ids(dir)?
+        .get(&n)
+        .ok_or_else(|| Error::CorruptState {
+            iface: dir.display().to_string(),
+            path: dir.to_path_buf(),
+            why: format!("the dispatcher has no program array for slot {n}"),
+        })?;
     MapData::from_id(id).map_err(|e| Error::kernel(format!("opening slot {n}'s program array"), e))
 }

@@ -1,204 +1,438 @@
-//! The library's errors: each says what failed, why, and what to do.
+//! The library's errors: each says what failed and why, and keeps the
+//! underlying cause as its [`source`](std::error::Error::source). What to do
+//! about it is the caller's to say (slotctl adds one line of advice per
+//! variant); the variants carry what that advice needs.
 use std::path::PathBuf;
 
 use thiserror::Error;
 
-/// Result with the runtime's [`Error`].
+use crate::{backend::Backend, probe::ProbeError};
+
+/// Result with the runtime's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong, worded for the person at the terminal.
+/// A boxed underlying cause (an aya error, an I/O error).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A claim next to the place a new claim would need, named in
+/// [`Error::NoSlotForPriority`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its slot.
+    pub slot: usize,
+    /// Its claim name.
+    pub name: String,
+    /// Its priority.
+    pub prio: u32,
+}
+
+impl std::fmt::Display for Neighbour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "slot {} ({}, priority {})",
+            self.slot, self.name, self.prio
+        )
+    }
+}
+
+/// Why the kernel refused a program as an extension of a slot function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExtensionRefusal {
+    /// EPERM with an empty verifier log: this kernel refuses every
+    /// extension (lockdown, or a kernel built without it).
+    KernelRefusesExtensions,
+    /// The program changes packet data and its target does not.
+    NotPacketChanging {
+        /// The verifier's reason.
+        summary: String,
+    },
+    /// Anything else, usually the program's signature.
+    Other {
+        /// The verifier's reason.
+        summary: String,
+    },
+}
+
+impl std::fmt::Display for ExtensionRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::KernelRefusesExtensions => f.write_str("EPERM with an empty verifier log"),
+            Self::NotPacketChanging { summary } | Self::Other { summary } => f.write_str(summary),
+        }
+    }
+}
+
+/// Everything that can go wrong.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// The process lacks the capabilities BPF and XDP management need.
     #[error(
-        "permission denied: {what} needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN); run it with sudo"
+        "permission denied: {what} needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN, which this process lacks"
     )]
-    NotPrivileged { what: String },
+    NotPrivileged {
+        /// What was being done.
+        what: String,
+    },
 
-    #[error(
-        "bpffs is not mounted at {path}: mount it with 'mount -t bpf bpf {path}' or pass another --bpffs root"
-    )]
-    BpffsNotMounted { path: PathBuf },
+    /// The state root is not on a bpffs mount.
+    #[error("bpffs is not mounted at {path}")]
+    BpffsNotMounted {
+        /// The nearest existing directory of the state root.
+        path: PathBuf,
+    },
 
-    #[error(
-        "interface {name} does not exist in this network namespace: check 'ip link' (or enter the right namespace with nsenter --net=...)"
-    )]
-    NoSuchInterface { name: String },
+    /// No interface of that name in the caller's network namespace.
+    #[error("interface {name} does not exist in this network namespace")]
+    NoSuchInterface {
+        /// The name asked for.
+        name: String,
+    },
 
-    #[error(
-        "the dispatcher is not attached to {iface}: run 'slotctl attach {iface}' (claim attaches it too)"
-    )]
-    NotAttached { iface: String },
-
-    #[error(
-        "{iface} already runs a foreign XDP program ({program}, id {id}); it was left alone: detach it first, or attach with --force to replace it"
-    )]
-    ForeignProgram {
+    /// The interface has no dispatcher of ours.
+    #[error("the dispatcher is not attached to {iface}")]
+    NotAttached {
+        /// The interface.
         iface: String,
+    },
+
+    /// Another XDP program sits on the interface; it was left alone.
+    #[error("{iface} already runs a foreign XDP program ({program}, id {id}); it was left alone")]
+    ForeignProgram {
+        /// The interface.
+        iface: String,
+        /// The program's name.
         program: String,
+        /// Its kernel id.
         id: u32,
     },
 
+    /// A foreign XDP program attached through a bpf_link: only its owner
+    /// can remove it.
     #[error(
-        "{iface} has a foreign XDP program ({program}, id {id}) attached through a bpf_link, which cannot be replaced from here: remove that link's owner first"
+        "{iface} has a foreign XDP program ({program}, id {id}) attached through a bpf_link, which only its owner can remove"
     )]
     ForeignLink {
+        /// The interface.
         iface: String,
+        /// The program's name.
         program: String,
+        /// Its kernel id.
         id: u32,
     },
 
-    #[error(
-        "the state of {iface} in {path} is not ours or is damaged ({why}); nothing was changed: inspect it with 'bpftool map dump pinned {path}/slots', and reset it with 'slotctl detach {iface} --force'"
-    )]
+    /// The interface's state directory is not ours or is damaged; nothing
+    /// was changed.
+    #[error("the state of {iface} in {} is not ours or is damaged ({why}); nothing was changed", path.display())]
     CorruptState {
+        /// The interface.
         iface: String,
+        /// Its state directory.
         path: PathBuf,
+        /// What is wrong with it.
         why: String,
     },
 
-    #[error(
-        "cannot read {path}: {why}; pass an ELF object built for BPF (clang -target bpf, or aya-ebpf)"
-    )]
-    BadObject { path: String, why: String },
-
-    #[error(
-        "{path} holds no XDP program (found: {found}); build it with SEC(\"xdp\") in C or #[xdp] with aya-ebpf"
-    )]
-    NoXdpProgram { path: String, found: String },
-
-    #[error(
-        "{path} has no program named {name} (XDP programs in it: {available}); pick one with --program"
-    )]
-    NoSuchProgram {
+    /// The object file cannot be read or parsed as a BPF object.
+    #[error("cannot read {path} as a BPF object")]
+    BadObject {
+        /// The object's path or label.
         path: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
+
+    /// The object holds no XDP program.
+    #[error("{path} holds no XDP program (found: {found})")]
+    NoXdpProgram {
+        /// The object's path or label.
+        path: String,
+        /// The programs it does hold.
+        found: String,
+    },
+
+    /// The object has no program of the requested name.
+    #[error("{path} has no program named {name} (XDP programs in it: {available})")]
+    NoSuchProgram {
+        /// The object's path or label.
+        path: String,
+        /// The name asked for.
         name: String,
+        /// The XDP programs it has.
         available: String,
     },
 
-    #[error("{path} has several XDP programs ({available}); pick one with --program")]
-    AmbiguousProgram { path: String, available: String },
+    /// The object has several XDP programs and none was named.
+    #[error("{path} has several XDP programs ({available})")]
+    AmbiguousProgram {
+        /// The object's path or label.
+        path: String,
+        /// Its XDP programs.
+        available: String,
+    },
 
+    /// The named program is not an XDP program.
     #[error(
         "program {name} in {path} is a {kind} program, not XDP; only XDP programs can fill a slot"
     )]
     WrongProgramType {
+        /// The object's path or label.
         path: String,
+        /// The program.
         name: String,
+        /// Its program type.
         kind: String,
     },
 
-    #[error(
-        "the kernel's verifier rejected {name}: {summary}; fix the program (full log with RUST_LOG=debug)"
-    )]
+    /// The verifier refused the program.
+    #[error("the kernel's verifier rejected {name}: {summary}")]
     VerifierRejected {
+        /// The program.
         name: String,
+        /// The verifier's reason (the log's last lines).
         summary: String,
+        /// The whole verifier log.
         log: String,
     },
 
-    #[error("the kernel refused to load {name} as an extension of {target}: {why}; {hint}")]
+    /// The kernel refused the program as an extension of a slot function.
+    #[error("the kernel refused to load {name} as an extension of {target}: {reason}")]
     ExtensionRefused {
+        /// The program.
         name: String,
+        /// The function it was to replace.
         target: String,
-        why: String,
-        hint: String,
+        /// Why.
+        reason: ExtensionRefusal,
     },
 
-    #[error("priority {prio} is out of range: use 0..={max} (lower runs first)")]
-    PriorityOutOfRange { prio: u32, max: u32 },
-
+    /// The kernel refused the program as a tail-call target of the
+    /// dispatcher (an `xdp.frags` program behind a non-frags dispatcher).
     #[error(
-        "no free slot on {iface} keeps the priority order for priority {prio}: {neighbours}; pick another priority, or release a slot"
+        "the kernel refused {name} as a tail-call target of the dispatcher in slot {slot}: an xdp.frags program cannot follow a non-frags dispatcher"
+    )]
+    TailCallRefused {
+        /// The program.
+        name: String,
+        /// The slot.
+        slot: usize,
+        /// The kernel's answer.
+        #[source]
+        source: Cause,
+    },
+
+    /// A priority above [`PRIO_MAX`](crate::PRIO_MAX).
+    #[error("priority {prio} is out of range 0..={max} (lower runs first)")]
+    PriorityOutOfRange {
+        /// The priority asked for.
+        prio: u32,
+        /// The highest allowed.
+        max: u32,
+    },
+
+    /// No free slot sits between the claims a priority must run after and
+    /// before.
+    #[error(
+        "no free slot on {iface} keeps the priority order for priority {prio}: it must run {} and {}, and no usable slot between them is free",
+        before.as_ref().map_or("first".into(), |n| format!("after {n}")),
+        after.as_ref().map_or("last".into(), |n| format!("before {n}"))
     )]
     NoSlotForPriority {
+        /// The interface.
         iface: String,
+        /// The priority asked for.
         prio: u32,
-        neighbours: String,
+        /// The last claim that must run before it.
+        before: Option<Neighbour>,
+        /// The first claim that must run after it.
+        after: Option<Neighbour>,
     },
 
-    #[error("all {count} slots of {iface} are taken: release one first ('slotctl status {iface}')")]
-    SlotsFull { iface: String, count: usize },
-
-    #[error(
-        "{iface} already has {active} tail-call slots and the kernel allows {max} tail calls per packet: release one, or use the freplace backend on a kernel that allows it"
-    )]
-    TailCallLimit {
+    /// Every slot is claimed.
+    #[error("all {count} slots of {iface} are taken")]
+    SlotsFull {
+        /// The interface.
         iface: String,
+        /// The number of slots.
+        count: usize,
+    },
+
+    /// The backend cannot run another claim (the tail-call backend: the
+    /// kernel's tail calls per packet).
+    #[error("{iface} already has {active} claims on the {backend} backend, the most it can run")]
+    BackendFull {
+        /// The interface.
+        iface: String,
+        /// The backend.
+        backend: Backend,
+        /// Its claims on the interface.
         active: usize,
+        /// Its capacity.
         max: usize,
     },
 
-    #[error("the name {name} is already used by slot {slot} on {iface}: pick another --name")]
+    /// The claim name is used by another claim of the interface.
+    #[error("the name {name} is already used by slot {slot} on {iface}")]
     NameTaken {
+        /// The interface.
         iface: String,
+        /// The name.
         name: String,
+        /// The slot that has it.
         slot: usize,
     },
 
+    /// A claim name that cannot be stored.
     #[error("name {name:?} is not valid: use 1..={max} bytes of letters, digits, '-', '_' or '.'")]
-    BadName { name: String, max: usize },
+    BadName {
+        /// The name.
+        name: String,
+        /// The longest allowed.
+        max: usize,
+    },
 
+    /// The slot has no claim.
+    #[error("slot {slot} on {iface} is not held by anyone: nothing to release")]
+    NotHeld {
+        /// The interface.
+        iface: String,
+        /// The slot.
+        slot: usize,
+    },
+
+    /// No claim of that name.
+    #[error("no claim named {name} on {iface}")]
+    NoSuchClaim {
+        /// The interface.
+        iface: String,
+        /// The name.
+        name: String,
+    },
+
+    /// Another live process holds the claim.
     #[error(
-        "slot {slot} on {iface} is not held by anyone: nothing to release ('slotctl status {iface}' lists the claims)"
-    )]
-    NotHeld { iface: String, slot: usize },
-
-    #[error("no claim named {name} on {iface}: 'slotctl status {iface}' lists the claims")]
-    NoSuchClaim { iface: String, name: String },
-
-    #[error(
-        "slot {slot} on {iface} is held by process {pid}, not by you: it is released when that process exits; use --force to release it anyway"
+        "slot {slot} on {iface} is held by process {pid}, not by this one: it is released when that process exits"
     )]
     HeldByOther {
+        /// The interface.
         iface: String,
+        /// The slot.
         slot: usize,
+        /// The holder's pid.
         pid: u32,
     },
 
-    #[error(
-        "{iface} still has {count} claimed slot(s): release them first, or detach with --force"
-    )]
-    SlotsInUse { iface: String, count: usize },
+    /// Detach refused: slots are claimed.
+    #[error("{iface} still has {count} claimed slot(s)")]
+    SlotsInUse {
+        /// The interface.
+        iface: String,
+        /// Claimed slots.
+        count: usize,
+    },
 
-    #[error("slot {slot} does not exist: slots are 0..{count}")]
-    NoSuchSlot { slot: usize, count: usize },
+    /// A slot number past the last slot.
+    #[error("slot {slot} does not exist: slots are 0..={last}")]
+    NoSuchSlot {
+        /// The slot asked for.
+        slot: usize,
+        /// The last slot.
+        last: usize,
+    },
 
-    #[error(
-        "this kernel does not allow freplace (BPF_PROG_TYPE_EXT) programs ({why}); use the tail-call backend (--backend tailcall, or auto)"
-    )]
-    FreplaceUnsupported { why: String },
+    /// A backend name this version does not know.
+    #[error("unknown backend {name:?}: the backends are freplace and tailcall")]
+    UnknownBackend {
+        /// The name given.
+        name: String,
+    },
 
-    #[error("a custom chain decision needs the freplace backend: {why}")]
-    ChainNeedsFreplace { why: String },
+    /// The kernel cannot use the backend asked for.
+    #[error("this kernel cannot use the {backend} backend")]
+    BackendUnsupported {
+        /// The backend.
+        backend: Backend,
+        /// What the probe found.
+        #[source]
+        source: ProbeError,
+    },
 
+    /// A custom chain decision needs extensions, which this kernel refuses.
+    #[error("a custom chain decision needs the freplace backend, which this kernel refuses")]
+    ChainNeedsFreplace {
+        /// What the probe found.
+        #[source]
+        source: ProbeError,
+    },
+
+    /// A chain decision is installed already.
+    #[error("{iface} already has a custom chain decision (program {prog_id})")]
+    ChainInstalled {
+        /// The interface.
+        iface: String,
+        /// Its program id.
+        prog_id: u32,
+    },
+
+    /// No custom chain decision to remove.
     #[error("the custom chain decision of {iface} is not installed")]
-    NoCustomChain { iface: String },
+    NoCustomChain {
+        /// The interface.
+        iface: String,
+    },
 
-    #[error("{what} failed: {source}")]
+    /// The kernel gave no bpf_link for the XDP attach (kernels before 5.9).
+    #[error("attaching to {iface} gave no bpf_link; kernel 5.9 or newer is needed")]
+    NoXdpLink {
+        /// The interface.
+        iface: String,
+        /// The kernel's answer.
+        #[source]
+        source: Cause,
+    },
+
+    /// A file system operation failed.
+    #[error("{what} failed")]
     Io {
+        /// What was being done.
         what: String,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
 
-    #[error("{what} failed: {detail}")]
-    Kernel { what: String, detail: String },
+    /// A BPF operation failed.
+    #[error("{what} failed")]
+    Kernel {
+        /// What was being done.
+        what: String,
+        /// aya's error.
+        #[source]
+        source: Cause,
+    },
 }
 
 impl Error {
-    /// A failed kernel operation, with aya's error chain flattened into the
-    /// message (or a privilege error when the cause is EPERM/EACCES).
-    pub(crate) fn kernel(what: impl Into<String>, err: impl std::error::Error + 'static) -> Self {
+    /// A failed kernel operation (or a privilege error when the cause is
+    /// EPERM/EACCES and the process is unprivileged).
+    pub(crate) fn kernel(
+        what: impl Into<String>,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         let what = what.into();
         if is_permission(&err) && !crate::sys::is_privileged() {
             return Self::NotPrivileged { what };
         }
         Self::Kernel {
             what,
-            detail: chain(&err),
+            source: Box::new(err),
         }
     }
 
+    /// A failed file system operation (or a privilege error, as above).
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         let what = what.into();
         if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
@@ -208,10 +442,16 @@ impl Error {
         }
         Self::Io { what, source }
     }
+
+    /// The OS error code at the bottom of this error's causes, if any.
+    pub fn os_error(&self) -> Option<i32> {
+        os_error(self)
+    }
 }
 
-/// `err: cause: cause`, on one line.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+/// `err: cause: cause`, on one line (causes already in a message are not
+/// repeated).
+pub fn chain(err: &dyn std::error::Error) -> String {
     let mut s = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

@@ -6,11 +6,34 @@ use crate::{
     sys,
 };
 
+/// The hook a dispatcher sits on; part of the state directory's name so
+/// that dispatchers of other hooks on the same interface never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hook {
+    /// XDP.
+    Xdp,
+}
+
+impl Hook {
+    fn as_str(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        (s == Hook::Xdp.as_str()).then_some(Hook::Xdp)
+    }
+}
+
 /// An interface, as seen from the calling thread's network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Iface {
+    /// Its name.
     pub name: String,
+    /// Its index.
     pub ifindex: u32,
+    /// Cookie of its network namespace.
     pub netns_cookie: u64,
 }
 
@@ -28,23 +51,28 @@ impl Iface {
         })
     }
 
-    /// Name of the interface's state directory under the bpffs root.
+    /// Name of the interface's XDP state directory under the bpffs root.
     /// (bpffs refuses names with dots; these have none.)
     pub fn dir_name(&self) -> String {
-        dir_name(self.netns_cookie, self.ifindex)
+        dir_name(Hook::Xdp, self.netns_cookie, self.ifindex)
     }
 }
 
-/// `ns<cookie>_if<ifindex>`.
-pub fn dir_name(netns_cookie: u64, ifindex: u32) -> String {
-    format!("ns{netns_cookie}_if{ifindex}")
+/// `<hook>_ns<cookie>_if<ifindex>`.
+pub(crate) fn dir_name(hook: Hook, netns_cookie: u64, ifindex: u32) -> String {
+    format!("{}_ns{netns_cookie}_if{ifindex}", hook.as_str())
 }
 
-/// Parses a state directory name back into (netns cookie, ifindex).
-pub fn parse_dir_name(name: &str) -> Option<(u64, u32)> {
-    let rest = name.strip_prefix("ns")?;
+/// Parses a state directory name back into (hook, netns cookie, ifindex).
+pub(crate) fn parse_dir_name(name: &str) -> Option<(Hook, u64, u32)> {
+    let (hook, rest) = name.split_once('_')?;
+    let rest = rest.strip_prefix("ns")?;
     let (cookie, ifindex) = rest.split_once("_if")?;
-    Some((cookie.parse().ok()?, ifindex.parse().ok()?))
+    Some((
+        Hook::parse(hook)?,
+        cookie.parse().ok()?,
+        ifindex.parse().ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -53,8 +81,13 @@ mod tests {
 
     #[test]
     fn dir_names_round_trip() {
-        assert_eq!(parse_dir_name(&dir_name(4096, 7)), Some((4096, 7)));
-        assert_eq!(parse_dir_name("ns12_ifx"), None);
+        assert_eq!(
+            parse_dir_name(&dir_name(Hook::Xdp, 4096, 7)),
+            Some((Hook::Xdp, 4096, 7))
+        );
+        assert_eq!(parse_dir_name("xdp_ns12_ifx"), None);
+        assert_eq!(parse_dir_name("xdp_ns12_if3_new77"), None);
+        assert_eq!(parse_dir_name("tc_ns12_if3"), None);
         assert_eq!(parse_dir_name("other"), None);
     }
 }

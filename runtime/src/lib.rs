@@ -15,38 +15,60 @@
 //!
 //! The protocol (state layout, locking, activation order) is described in
 //! docs/design.md; the contract with the eBPF side is `dispatcher-common`.
+#![warn(missing_docs)]
+
 mod attach;
-pub mod backend;
+mod backend;
 mod chain;
 mod claim;
+mod collect;
 pub mod crash;
 mod dispatcher;
 mod error;
+#[cfg(test)]
+mod fake;
+mod handle;
 mod iface;
 mod lock;
+mod objects;
 mod owner;
-pub mod placement;
+pub mod pin;
+mod placement;
 pub mod probe;
 mod program;
+#[cfg(test)]
+mod protocol_tests;
+mod record;
+mod release;
+mod root;
 mod run_config;
 mod state;
 mod status;
-pub(crate) mod sys;
+mod sys;
 
 use std::path::{Path, PathBuf};
 
 pub use attach::{AttachOptions, Attached};
 pub use backend::Backend;
 pub use chain::ChainClaim;
-pub use claim::{Claim, ClaimRequest, Released, SlotRef};
-pub use dispatcher::{Mode, OBJECT as DISPATCHER};
-pub use error::{Error, Result};
+pub use claim::ClaimRequest;
+pub use dispatcher::{Mode, OBJECT as DISPATCHER, slot_array_ids};
+pub use error::{Cause, Error, ExtensionRefusal, Neighbour, Result, chain as error_chain};
+pub use handle::Claim;
 pub use iface::Iface;
+pub use placement::{DEFAULT_PRIO, PRIO_MAX};
 pub use program::ProgramSource;
+pub use record::SlotState;
+pub use release::{Released, SlotRef};
 pub use run_config::RunConfig;
-pub use status::{ClaimStatus, Counters, Status, mask_names, parse_mask};
+pub use status::{ClaimState, ClaimStatus, Counters, Status, mask_names, parse_mask};
 
-use crate::{lock::DirLock, state::State};
+use crate::{lock::DirLock, objects::Objects, state::State};
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// Where state lives unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/xdp-slots";
@@ -63,32 +85,6 @@ impl Default for Runtime {
     }
 }
 
-/// Checks privileges, that `root` is on bpffs (or can be made there), and
-/// creates it.
-pub(crate) fn ensure_root_dir(root: &Path) -> Result<()> {
-    if !sys::is_privileged() {
-        // Checked first: an unprivileged user must not create (and so own)
-        // the state root, even where /sys/fs/bpf is world-writable.
-        return Err(Error::NotPrivileged {
-            what: "managing XDP dispatchers".into(),
-        });
-    }
-    let mut probe = root.to_path_buf();
-    while !probe.exists() {
-        if !probe.pop() {
-            break;
-        }
-    }
-    if !sys::is_bpffs(&probe) {
-        return Err(Error::BpffsNotMounted { path: probe });
-    }
-    if !root.exists() {
-        std::fs::create_dir_all(root)
-            .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
-    }
-    Ok(())
-}
-
 impl Runtime {
     /// State under [`DEFAULT_ROOT`].
     pub fn new() -> Self {
@@ -100,6 +96,7 @@ impl Runtime {
         Self { root: root.into() }
     }
 
+    /// The bpffs directory holding the per-interface state.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -118,7 +115,7 @@ impl Runtime {
 
     /// Opens `iface`'s state under its lock (exclusive or shared).
     fn open(&self, iface: &Iface, exclusive: bool) -> Result<(DirLock, State)> {
-        ensure_root_dir(&self.root)?;
+        root::ensure(&self.root)?;
         let dir = self.root.join(iface.dir_name());
         if !dir.exists() {
             return Err(Error::NotAttached {
@@ -150,14 +147,20 @@ impl Runtime {
         let iface = Iface::resolve(iface)?;
         // Check the object and the request before touching the interface.
         let prepared = claim::prepare(req)?;
-        if req.backend == Backend::Freplace {
-            probe::freplace().map_err(|why| Error::FreplaceUnsupported { why })?;
+        if let Some(backend) = req.backend {
+            backend
+                .probe()
+                .map_err(|source| Error::BackendUnsupported { backend, source })?;
         }
         let attached = attach::attach(&self.root, &iface, attach)?;
         let result = (|| {
             let (_lock, mut state) = self.open(&iface, true)?;
-            let default = Backend::from_raw(state.control()?.backend);
-            claim::claim(&mut state, req, prepared, default)
+            let backend = match req.backend {
+                Some(b) => b,
+                None => state.default_backend()?,
+            };
+            let claimed = claim::claim(&mut state, &req.program, &prepared, backend)?;
+            Ok(Claim::new(&iface.name, state.dir.clone(), claimed))
         })();
         if result.is_err() && attached.new {
             // Bad input changes nothing: take back the dispatcher this call
@@ -171,13 +174,13 @@ impl Runtime {
     /// Another process's held claim needs `force`.
     pub fn release(&self, iface: &str, which: &SlotRef, force: bool) -> Result<Released> {
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
-        claim::release(&mut state, which, force)
+        release::release(&mut state, which, force)
     }
 
     /// Frees records whose holders are gone; returns the slots freed.
     pub fn collect(&self, iface: &str) -> Result<Vec<usize>> {
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
-        claim::collect(&mut state)
+        collect::collect(&mut state)
     }
 
     /// The state of `iface`.
@@ -189,7 +192,7 @@ impl Runtime {
     /// The state of every interface of this network namespace that has
     /// the dispatcher.
     pub fn status_all(&self) -> Result<Vec<Status>> {
-        ensure_root_dir(&self.root)?;
+        root::ensure(&self.root)?;
         let cookie = sys::netns_cookie()
             .map_err(|e| Error::io("reading the network namespace cookie", e))?;
         let mut out = Vec::new();
@@ -204,6 +207,7 @@ impl Runtime {
     /// Switches the per-slot counters on or off.
     pub fn set_stats(&self, iface: &str, on: bool) -> Result<()> {
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        collect::collect(&mut state)?;
         state.set_flag(dispatcher_common::FLAG_STATS, on)
     }
 
@@ -215,6 +219,7 @@ impl Runtime {
         persistent: bool,
     ) -> Result<ChainClaim> {
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        collect::collect(&mut state)?;
         chain::install(&mut state, program, persistent)
     }
 

@@ -1,17 +1,20 @@
 //! Who holds a claim: a process, named by pid and start time (a pid alone
 //! can be reused). Used for display and for refusing to release another
 //! holder's claim; the release itself is the kernel's job.
+use crate::record::Owner;
 
-/// (pid, start time in clock ticks since boot) of the calling process.
-pub fn current() -> (u32, u64) {
+/// The calling process.
+pub(crate) fn current() -> Owner {
     let pid = std::process::id();
-    (pid, start_time(pid).unwrap_or(0))
+    Owner {
+        pid,
+        start: start_time(pid).unwrap_or(0),
+    }
 }
 
-/// Is process `pid`, started at `start`, still running (as seen from our
-/// pid namespace)?
-pub fn alive(pid: u32, start: u64) -> bool {
-    pid != 0 && start_time(pid).is_some_and(|s| s == start)
+/// Is the process still running (as seen from our pid namespace)?
+pub(crate) fn alive(o: Owner) -> bool {
+    o.pid != 0 && start_time(o.pid).is_some_and(|s| s == o.start)
 }
 
 /// Field 22 of /proc/<pid>/stat.
@@ -25,11 +28,16 @@ fn start_time(pid: u32) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn we_are_alive() {
-        let (pid, start) = super::current();
-        assert!(start > 0);
-        assert!(super::alive(pid, start));
-        assert!(!super::alive(pid, start + 1));
+        let me = current();
+        assert!(me.start > 0);
+        assert!(alive(me));
+        assert!(!alive(Owner {
+            start: me.start + 1,
+            ..me
+        }));
     }
 }

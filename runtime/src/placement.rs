@@ -9,6 +9,8 @@
 //! claims of other priorities still find room on both sides.
 use dispatcher_common::SLOT_COUNT;
 
+use crate::error::Neighbour;
+
 /// Highest accepted priority.
 pub const PRIO_MAX: u32 = 1000;
 /// libxdp's default priority.
@@ -17,23 +19,45 @@ pub const DEFAULT_PRIO: u32 = 50;
 /// A slot that is not free. `prio` is `None` for slots that are unusable
 /// but order nothing (a released claim whose holder still runs).
 #[derive(Debug, Clone)]
-pub struct Taken {
+pub(crate) struct Taken {
     pub slot: usize,
     pub prio: Option<u32>,
     pub name: String,
 }
 
+impl Taken {
+    fn neighbour(&self) -> Neighbour {
+        Neighbour {
+            slot: self.slot,
+            name: self.name.clone(),
+            prio: self.prio.unwrap_or(0),
+        }
+    }
+}
+
+/// No usable free slot between the claims a priority must run after
+/// (`before`) and before (`after`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NoRoom {
+    pub before: Option<Neighbour>,
+    pub after: Option<Neighbour>,
+}
+
 /// Where priority `prio` would sit on an empty dispatcher: 100p/(p+50),
 /// which puts the default (50) in the middle and leaves room on both sides
 /// for any priority up to PRIO_MAX.
-pub fn ideal(prio: u32) -> usize {
+pub(crate) fn ideal(prio: u32) -> usize {
     let p = prio as usize;
     (SLOT_COUNT * p / (p + 50)).min(SLOT_COUNT - 1)
 }
 
 /// Picks a slot among those `usable` (the tail-call backend can only use
 /// slots with a program array), or says which neighbours leave no room.
-pub fn place(taken: &[Taken], prio: u32, usable: impl Fn(usize) -> bool) -> Result<usize, String> {
+pub(crate) fn place(
+    taken: &[Taken],
+    prio: u32,
+    usable: impl Fn(usize) -> bool,
+) -> Result<usize, NoRoom> {
     let before = taken
         .iter()
         .filter(|t| t.prio.is_some_and(|p| p <= prio))
@@ -48,24 +72,9 @@ pub fn place(taken: &[Taken], prio: u32, usable: impl Fn(usize) -> bool) -> Resu
     (lo..hi)
         .filter(|s| usable(*s) && !taken.iter().any(|t| t.slot == *s))
         .min_by_key(|s| (s.abs_diff(target), *s))
-        .ok_or_else(|| {
-            let show = |t: Option<&Taken>, side: &str| match t {
-                Some(t) => format!(
-                    "{side} slot {} ({}, priority {})",
-                    t.slot,
-                    t.name,
-                    t.prio.unwrap_or(0)
-                ),
-                None => format!(
-                    "{side} the {} end",
-                    if side == "after" { "first" } else { "last" }
-                ),
-            };
-            format!(
-                "it must run {} and {}, and no usable slot between them is free",
-                show(before, "after"),
-                show(after, "before")
-            )
+        .ok_or_else(|| NoRoom {
+            before: before.map(Taken::neighbour),
+            after: after.map(Taken::neighbour),
         })
 }
 
@@ -128,7 +137,8 @@ mod tests {
     fn full_gap_names_the_neighbours() {
         let taken = vec![t(10, 20), t(11, 30)];
         let err = place(&taken, 25, any).unwrap_err();
-        assert!(err.contains("slot 10") && err.contains("slot 11"), "{err}");
+        assert_eq!(err.before.map(|n| n.slot), Some(10));
+        assert_eq!(err.after.map(|n| n.slot), Some(11));
     }
 
     #[test]

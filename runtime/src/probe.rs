@@ -10,8 +10,44 @@ use serde::Serialize;
 
 use crate::{dispatcher, error::chain};
 
-/// One probe's outcome: `Ok` or the reason it failed.
-pub type Outcome = std::result::Result<(), String>;
+/// Why a probe failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// EPERM with an empty verifier log: this kernel refuses every
+    /// extension (lockdown, or a kernel built without it).
+    #[error("the kernel refused a test extension (EPERM with an empty verifier log)")]
+    ExtensionsRefused,
+    /// The test program ran but did not give the expected verdict.
+    #[error("the test returned {got} instead of {expected}")]
+    WrongVerdict {
+        /// The verdict it gave.
+        got: u32,
+        /// The verdict it should have given.
+        expected: u32,
+    },
+    /// A step of the probe failed.
+    #[error("{step} failed")]
+    Step {
+        /// What was being done.
+        step: &'static str,
+        /// aya's error.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn step<E: std::error::Error + Send + Sync + 'static>(
+    step: &'static str,
+) -> impl FnOnce(E) -> ProbeError {
+    move |e| ProbeError::Step {
+        step,
+        source: std::sync::Arc::new(e),
+    }
+}
+
+/// One probe's outcome.
+pub type Outcome = std::result::Result<(), ProbeError>;
 
 fn outcome(r: Outcome) -> ProbeResult {
     match r {
@@ -21,7 +57,7 @@ fn outcome(r: Outcome) -> ProbeResult {
         },
         Err(e) => ProbeResult {
             ok: false,
-            detail: Some(e),
+            detail: Some(chain(&e)),
         },
     }
 }
@@ -29,103 +65,117 @@ fn outcome(r: Outcome) -> ProbeResult {
 /// Serialisable form of an [`Outcome`].
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeResult {
+    /// Did the probe pass?
     pub ok: bool,
+    /// Why not.
     pub detail: Option<String>,
 }
 
 /// The kernel's answers.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Report {
+    /// The kernel release.
     pub kernel: String,
     /// Running as root: without privileges every BPF load fails, and the
     /// answers below say nothing about the kernel.
     pub privileged: bool,
+    /// Does the kernel publish its BTF (/sys/kernel/btf/vmlinux)?
     pub btf: bool,
+    /// The lockdown mode, if the kernel has one.
     pub lockdown: Option<String>,
+    /// Loading a plain XDP program.
     pub xdp: ProbeResult,
+    /// Tail calls from a slot (the tail-call backend).
     pub tail_calls: ProbeResult,
+    /// Extensions of a slot (the freplace backend).
     pub freplace: ProbeResult,
+    /// Loading an `xdp.frags` program.
     pub frags: ProbeResult,
 }
 
-fn load_probe_xdp(name: &str) -> Result<(aya::Ebpf, ProgramFd), String> {
+fn load_probe_xdp(name: &str) -> Result<(aya::Ebpf, ProgramFd), ProbeError> {
     let mut ebpf = EbpfLoader::new()
         .load(dispatcher::PROBE)
-        .map_err(|e| chain(&e))?;
+        .map_err(step("loading the probe object"))?;
     let p: &mut Xdp = ebpf
         .program_mut(name)
-        .ok_or("probe program missing")?
+        .expect("the embedded probe object has its programs")
         .try_into()
-        .map_err(|e| chain(&e))?;
-    p.load().map_err(|e| chain(&e))?;
+        .map_err(step("loading a probe program"))?;
+    p.load().map_err(step("loading a test XDP program"))?;
     let fd = p
         .fd()
-        .map_err(|e| chain(&e))?
+        .map_err(step("loading a test XDP program"))?
         .try_clone()
-        .map_err(|e| e.to_string())?;
+        .map_err(step("duplicating a program fd"))?;
     Ok((ebpf, fd))
 }
 
 /// Loads a tiny extension of a tiny XDP program.
-pub fn freplace() -> Outcome {
+pub(crate) fn freplace() -> Outcome {
     let (_target, target_fd) = load_probe_xdp("probe_main")?;
     let mut ebpf = EbpfLoader::new()
         .extension("probe_ext")
         .load(dispatcher::PROBE)
-        .map_err(|e| chain(&e))?;
+        .map_err(step("loading the probe object"))?;
     let ext: &mut Extension = ebpf
         .program_mut("probe_ext")
-        .ok_or("probe program missing")?
+        .expect("the embedded probe object has its programs")
         .try_into()
-        .map_err(|e| chain(&e))?;
+        .map_err(step("loading a test extension"))?;
     ext.load(target_fd, "probe_target").map_err(|e| match e {
         aya::programs::ProgramError::LoadError {
             io_error,
             verifier_log,
-        } if verifier_log.to_string().trim().is_empty() => {
-            format!("extension load refused: {io_error}, empty verifier log")
+        } if verifier_log.to_string().trim().is_empty()
+            && io_error.raw_os_error() == Some(libc::EPERM) =>
+        {
+            ProbeError::ExtensionsRefused
         }
-        other => chain(&other),
+        other => step("loading a test extension")(other),
     })
 }
 
 /// Loads the dispatcher (unattached), fills slot 0 with a program that
 /// drops, and checks with BPF_PROG_TEST_RUN that its verdict comes back:
 /// tail calls from a slot function work.
-pub fn tail_calls() -> Outcome {
+pub(crate) fn tail_calls() -> Outcome {
     let (_drop, drop_fd) = load_probe_xdp("probe_drop")?;
     let mut ebpf = EbpfLoader::new()
         .load(dispatcher::OBJECT)
-        .map_err(|e| chain(&e))?;
+        .map_err(step("loading the dispatcher"))?;
     {
-        let mut c: Array<_, Control> =
-            Array::try_from(ebpf.map_mut(names::CONTROL_MAP).ok_or("no CONTROL")?)
-                .map_err(|e| chain(&e))?;
+        let mut c: Array<_, Control> = Array::try_from(
+            ebpf.map_mut(names::CONTROL_MAP)
+                .expect("the dispatcher has CONTROL"),
+        )
+        .map_err(step("opening CONTROL"))?;
         let mut control = Control::default();
         control.set_active(0, true);
-        c.set(0, control, 0).map_err(|e| chain(&e))?;
+        c.set(0, control, 0).map_err(step("writing CONTROL"))?;
         let name = format!("{}0", names::SLOT_PROG_MAP_PREFIX);
-        let mut a = ProgramArray::try_from(ebpf.map_mut(&name).ok_or("no slot array")?)
-            .map_err(|e| chain(&e))?;
-        a.set(0, &drop_fd, 0).map_err(|e| chain(&e))?;
+        let mut a = ProgramArray::try_from(
+            ebpf.map_mut(&name)
+                .expect("the dispatcher has slot 0's program array"),
+        )
+        .map_err(step("opening slot 0's program array"))?;
+        a.set(0, &drop_fd, 0)
+            .map_err(step("filling slot 0's program array"))?;
     }
     let p: &mut Xdp = ebpf
         .program_mut(names::DISPATCHER)
-        .ok_or("no dispatcher")?
+        .expect("the dispatcher object has its program")
         .try_into()
-        .map_err(|e| chain(&e))?;
-    p.load().map_err(|e| chain(&e))?;
+        .map_err(step("loading the dispatcher"))?;
+    p.load().map_err(step("loading the dispatcher"))?;
     let frame = [0u8; 64];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(&frame);
-    let r = p.test_run(opts).map_err(|e| chain(&e))?;
-    if r.return_value == 1 {
-        Ok(())
-    } else {
-        Err(format!(
-            "the dispatcher returned {} instead of the slot's XDP_DROP",
-            r.return_value
-        ))
+    let r = p.test_run(opts).map_err(step("running the dispatcher"))?;
+    match r.return_value {
+        1 => Ok(()),
+        got => Err(ProbeError::WrongVerdict { got, expected: 1 }),
     }
 }
 

@@ -10,7 +10,7 @@ use aya::{
 use aya_obj::ProgramSection;
 
 use crate::{
-    error::{Error, Result, chain},
+    error::{Error, ExtensionRefusal, Result},
     run_config::{self, RunConfig},
 };
 
@@ -19,6 +19,7 @@ use crate::{
 pub struct ProgramSource {
     /// Shown in messages (a path, or a label for in-memory objects).
     pub label: String,
+    /// The ELF object.
     pub bytes: Vec<u8>,
     /// The program to use; required when the object has several.
     pub name: Option<String>,
@@ -30,7 +31,7 @@ impl ProgramSource {
         let path: PathBuf = path.as_ref().into();
         let bytes = std::fs::read(&path).map_err(|e| Error::BadObject {
             path: path.display().to_string(),
-            why: e.to_string(),
+            source: Box::new(e),
         })?;
         Ok(Self {
             label: path.display().to_string(),
@@ -51,9 +52,12 @@ impl ProgramSource {
 
 /// A checked program: which one, and what its metadata asks for.
 #[derive(Debug, Clone)]
-pub struct Inspected {
+pub(crate) struct Inspected {
+    /// The program's name in its object.
     pub name: String,
+    /// An `xdp.frags` program.
     pub frags: bool,
+    /// Its XDP_RUN_CONFIG, if it has one.
     pub run_config: Option<RunConfig>,
 }
 
@@ -66,10 +70,10 @@ fn kind(section: &ProgramSection) -> String {
 }
 
 /// Parses the object and picks the XDP program.
-pub fn inspect(src: &ProgramSource) -> Result<Inspected> {
+pub(crate) fn inspect(src: &ProgramSource) -> Result<Inspected> {
     let obj = aya_obj::Object::parse(&src.bytes).map_err(|e| Error::BadObject {
         path: src.label.clone(),
-        why: chain(&e),
+        source: Box::new(e),
     })?;
     let mut xdp: Vec<(&String, bool)> = obj
         .programs
@@ -144,9 +148,11 @@ fn no_xdp(src: &ProgramSource, obj: &aya_obj::Object) -> Error {
 }
 
 /// A program loaded into the kernel, with the object that owns its maps.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub ebpf: Ebpf,
     pub name: String,
+    /// An `xdp.frags` program.
+    pub frags: bool,
 }
 
 impl Loaded {
@@ -173,7 +179,7 @@ impl Loaded {
 }
 
 /// Loads the program as plain XDP (tail-call backend).
-pub fn load_xdp(src: &ProgramSource, ins: &Inspected) -> Result<Loaded> {
+pub(crate) fn load_xdp(src: &ProgramSource, ins: &Inspected) -> Result<Loaded> {
     let mut ebpf = EbpfLoader::new()
         .load(&src.bytes)
         .map_err(|e| Error::kernel(format!("loading {}", src.label), e))?;
@@ -186,11 +192,12 @@ pub fn load_xdp(src: &ProgramSource, ins: &Inspected) -> Result<Loaded> {
     Ok(Loaded {
         ebpf,
         name: ins.name.clone(),
+        frags: ins.frags,
     })
 }
 
 /// Loads the program as an extension of `func` in `target` (freplace).
-pub fn load_extension(
+pub(crate) fn load_extension(
     src: &ProgramSource,
     ins: &Inspected,
     target: ProgramFd,
@@ -206,35 +213,50 @@ pub fn load_extension(
         .try_into()
         .map_err(|e| Error::kernel(format!("loading {}", ins.name), e))?;
     ext.load(target, func).map_err(|e| match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             // EACCES with a log: the verifier refused the program's code,
             // as it would have as plain XDP; not a signature problem.
             if io_error.raw_os_error() == Some(libc::EACCES) && !log.trim().is_empty() {
-                return load_error(&ins.name, ProgramError::LoadError { io_error, verifier_log });
+                return load_error(
+                    &ins.name,
+                    ProgramError::LoadError {
+                        io_error,
+                        verifier_log,
+                    },
+                );
             }
-            let (why, hint) = if log.trim().is_empty() && io_error.raw_os_error() == Some(libc::EPERM) {
-                (
-                    "EPERM with an empty verifier log".to_string(),
-                    "this kernel refuses extensions: use --backend tailcall (or auto)".to_string(),
-                )
+            let reason = if log.trim().is_empty() && io_error.raw_os_error() == Some(libc::EPERM) {
+                ExtensionRefusal::KernelRefusesExtensions
             } else if log.contains("changes packet data") {
-                (summarize(&log), "the slot function must itself be packet-changing; this dispatcher's are, so the object may be built for another target".into())
+                ExtensionRefusal::NotPacketChanging {
+                    summary: summarize(&log),
+                }
             } else {
-                (format!("{io_error}: {}", summarize(&log)), "check the program's signature: an XDP program taking struct xdp_md *".into())
+                ExtensionRefusal::Other {
+                    summary: format!("{io_error}: {}", summarize(&log)),
+                }
             };
-            Error::ExtensionRefused { name: ins.name.clone(), target: func.into(), why, hint }
+            Error::ExtensionRefused {
+                name: ins.name.clone(),
+                target: func.into(),
+                reason,
+            }
         }
         other => Error::kernel(format!("loading {} as an extension", ins.name), other),
     })?;
     Ok(Loaded {
         ebpf,
         name: ins.name.clone(),
+        frags: ins.frags,
     })
 }
 
 /// Turns a load failure into a verifier error with the log's gist.
-pub fn load_error(name: &str, e: ProgramError) -> Error {
+fn load_error(name: &str, e: ProgramError) -> Error {
     match e {
         ProgramError::LoadError {
             io_error,
@@ -256,7 +278,7 @@ pub fn load_error(name: &str, e: ProgramError) -> Error {
 }
 
 /// The verifier's own reason: the last lines before the statistics.
-pub fn summarize(log: &str) -> String {
+fn summarize(log: &str) -> String {
     let lines: Vec<&str> = log
         .lines()
         .map(str::trim)

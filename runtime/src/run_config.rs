@@ -11,6 +11,7 @@ use object::{Object as _, ObjectSection as _};
 /// What the object says about one program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RunConfig {
+    /// Priority, if given.
     pub priority: Option<u32>,
     /// Proceed-on mask (`1 << action`), if any action member was given.
     pub proceed_on: Option<u32>,
@@ -131,7 +132,7 @@ impl<'a> Btf<'a> {
 }
 
 /// Reads `prog`'s run config from an ELF object, if it has one.
-pub fn read(elf: &[u8], prog: &str) -> Option<RunConfig> {
+pub(crate) fn read(elf: &[u8], prog: &str) -> Option<RunConfig> {
     let file = object::File::parse(elf).ok()?;
     let section = file.section_by_name(".BTF")?;
     let data = section.data().ok()?;

@@ -1,11 +1,13 @@
-//! An interface's state: kernel objects pinned in its bpffs directory.
+//! An interface's state: kernel objects pinned in its bpffs directory
+//! (names in [`crate::pin`]).
 //!
 //! ```text
-//! <root>/ns<netns cookie>_if<ifindex>/
+//! <root>/xdp_ns<netns cookie>_if<ifindex>/
 //!   link         XDP link: the dispatcher on the interface (survives us)
 //!   dispatcher   the dispatcher program (freplace target, map lookup)
-//!   control      CONTROL map: active bitmap, flags, interface record
-//!   slots        SLOTS map: per-slot claim record and proceed-on mask
+//!   control      CONTROL map: active bitmap, flags, proceed-on masks,
+//!                walk end, interface record
+//!   slots        SLOTS map: per-slot claim records
 //!   stats        STATS map: per-slot per-CPU counters
 //!   prog_<N>     slot N's program array, pinned while the slot is free or
 //!                holds a persistent tail-call claim; a held claim removes
@@ -14,35 +16,26 @@
 //!   ext_<N>      slot N's freplace link, for a persistent freplace claim
 //!   chain        the custom chain-decision link, when persistent
 //! ```
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 use aya::maps::{Array, Map, MapData};
 use dispatcher_common::{CONTROL_MAGIC, Control, LAYOUT_VERSION, SLOT_COUNT, SlotConfig};
 
-use crate::error::{Error, Result};
-
-/// Names of the pins in an interface directory.
-pub mod pin {
-    pub const LINK: &str = "link";
-    pub const DISPATCHER: &str = "dispatcher";
-    pub const CONTROL: &str = "control";
-    pub const SLOTS: &str = "slots";
-    pub const STATS: &str = "stats";
-    pub const CHAIN: &str = "chain";
-
-    /// Slot `n`'s program array.
-    pub fn prog(n: usize) -> String {
-        format!("prog_{n}")
-    }
-
-    /// Slot `n`'s persistent freplace link.
-    pub fn ext(n: usize) -> String {
-        format!("ext_{n}")
-    }
-}
+use crate::{
+    backend::{Backend, Hold},
+    dispatcher::Mode,
+    error::{Error, Result},
+    objects::Objects,
+    owner, pin,
+    program::{Inspected, Loaded, ProgramSource},
+    record::Owner,
+};
 
 /// The pinned maps of one interface, opened.
-pub struct State {
+pub(crate) struct State {
     pub dir: PathBuf,
     pub iface: String,
     control: Array<MapData, Control>,
@@ -76,85 +69,143 @@ impl State {
         Ok(state)
     }
 
-    pub fn control(&self) -> Result<Control> {
-        self.control
-            .get(&0, 0)
-            .map_err(|e| Error::kernel("reading the control map", e))
+    /// The mode the dispatcher was attached in.
+    pub fn mode(&self) -> Result<Mode> {
+        let code = self.control()?.mode;
+        Mode::from_code(code).ok_or_else(|| self.corrupt(format!("control record has mode {code}")))
     }
 
-    pub fn write_control(&mut self, c: &Control) -> Result<()> {
-        self.control
-            .set(0, c, 0)
-            .map_err(|e| Error::kernel("writing the control map", e))
-    }
-
-    pub fn slot(&self, n: usize) -> Result<SlotConfig> {
-        self.slots
-            .get(&(n as u32), 0)
-            .map_err(|e| Error::kernel(format!("reading slot {n}"), e))
-    }
-
-    pub fn slots(&self) -> Result<Vec<SlotConfig>> {
-        (0..SLOT_COUNT).map(|n| self.slot(n)).collect()
-    }
-
-    pub fn write_slot(&mut self, n: usize, cfg: &SlotConfig) -> Result<()> {
-        self.slots
-            .set(n as u32, cfg, 0)
-            .map_err(|e| Error::kernel(format!("writing slot {n}"), e))
-    }
-
-    /// Sets or clears slot `n`'s active bit: the one write that makes the
-    /// datapath start or stop calling the slot.
-    /// `walk_end` (where the walk stops) is raised after an activation and
-    /// lowered before a deactivation, each write changing one byte.
-    pub fn set_active(&mut self, n: usize, on: bool) -> Result<()> {
-        let mut c = self.control()?;
-        if on {
-            c.set_active_bit(n, true);
-            self.write_control(&c)?;
-            crate::crash::point("state::activating");
-            if c.walk_end as usize <= n {
-                c.walk_end = n as u8 + 1;
-                self.write_control(&c)?;
-            }
-        } else {
-            let mut after = c;
-            after.set_active(n, false);
-            if after.walk_end < c.walk_end {
-                c.walk_end = after.walk_end;
-                self.write_control(&c)?;
-            }
-            crate::crash::point("state::deactivating");
-            c.set_active_bit(n, false);
-            self.write_control(&c)?;
-        }
-        Ok(())
-    }
-
-    /// Writes slot `n`'s proceed-on mask (`1 << action`); only while the
-    /// slot is inactive, in its own write (see `Control`).
-    pub fn set_proceed_on(&mut self, n: usize, mask: u32) -> Result<()> {
-        let mut c = self.control()?;
-        c.proceed_on[n] = mask as u8;
-        self.write_control(&c)
-    }
-
-    /// Sets or clears a `FLAG_*` bit.
-    pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<()> {
-        let mut c = self.control()?;
-        if on {
-            c.flags |= flag;
-        } else {
-            c.flags &= !flag;
-        }
-        self.write_control(&c)
+    /// The backend claims get unless they ask for one.
+    pub fn default_backend(&self) -> Result<Backend> {
+        let code = self.control()?.backend;
+        Backend::from_code(code)
+            .ok_or_else(|| self.corrupt(format!("control record has backend {code}")))
     }
 
     /// Path of a pin in this interface's directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+impl Objects for State {
+    type Program = Loaded;
+    type Hold = Hold;
+
+    fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    fn corrupt(&self, why: String) -> Error {
+        Error::CorruptState {
+            iface: self.iface.clone(),
+            path: self.dir.clone(),
+            why,
+        }
+    }
+
+    fn control(&self) -> Result<Control> {
+        self.control
+            .get(&0, 0)
+            .map_err(|e| Error::kernel("reading the control map", e))
+    }
+
+    fn write_control(&mut self, c: &Control) -> Result<()> {
+        self.control
+            .set(0, c, 0)
+            .map_err(|e| Error::kernel("writing the control map", e))
+    }
+
+    fn raw_record(&self, n: usize) -> Result<SlotConfig> {
+        self.slots
+            .get(&(n as u32), 0)
+            .map_err(|e| Error::kernel(format!("reading slot {n}"), e))
+    }
+
+    fn write_raw_record(&mut self, n: usize, r: &SlotConfig) -> Result<()> {
+        self.slots
+            .set(n as u32, r, 0)
+            .map_err(|e| Error::kernel(format!("writing slot {n}"), e))
+    }
+
+    fn live_programs(&self) -> Result<HashSet<u32>> {
+        live_programs()
+    }
+
+    fn alive(&self, o: Owner) -> bool {
+        owner::alive(o)
+    }
+
+    fn me(&self) -> Owner {
+        owner::current()
+    }
+
+    fn now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    fn load(
+        &mut self,
+        backend: Backend,
+        n: usize,
+        src: &ProgramSource,
+        ins: &Inspected,
+    ) -> Result<Loaded> {
+        backend.imp().load(self, n, src, ins)
+    }
+
+    fn program_id(&self, prog: &Loaded) -> Result<u32> {
+        prog.id()
+    }
+
+    fn fill(
+        &mut self,
+        backend: Backend,
+        n: usize,
+        prog: &mut Loaded,
+        persistent: bool,
+    ) -> Result<(u32, Option<Hold>)> {
+        let f = backend.imp().fill(self, n, prog, persistent)?;
+        Ok((f.link_id, f.hold))
+    }
+
+    fn empty(&mut self, backend: Backend, n: usize, hold: Option<&mut Hold>) -> Result<()> {
+        backend.imp().empty(self, n, hold)
+    }
+
+    fn hold_unfinished(&self, backend: Backend, n: usize) -> bool {
+        backend.imp().hold_unfinished(self, n)
+    }
+
+    fn settle_dead_hold(&self, backend: Backend, n: usize, prog_id: u32) -> Result<()> {
+        backend.imp().settle_dead_hold(self, n, prog_id)
+    }
+
+    fn sweep_free(&mut self, n: usize) -> Result<bool> {
+        let mut any = false;
+        for b in Backend::ALL {
+            any |= b.imp().sweep_free(self, n)?;
+        }
+        Ok(any)
+    }
+}
+
+/// Ids of all programs loaded in the kernel.
+pub(crate) fn live_programs() -> Result<HashSet<u32>> {
+    let mut ids = HashSet::new();
+    for info in aya::programs::loaded_programs() {
+        match info {
+            Ok(i) => {
+                ids.insert(i.id());
+            }
+            // A program can vanish while we walk the list.
+            Err(e) if crate::error::os_error(&e) == Some(libc::ENOENT) => {}
+            Err(e) => return Err(Error::kernel("listing loaded programs", e)),
+        }
+    }
+    Ok(ids)
 }
 
 fn open_array<T: aya::Pod>(

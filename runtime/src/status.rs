@@ -1,18 +1,18 @@
 //! A consistent picture of an interface: read under the shared lock.
 use aya::maps::{Map, MapData, PerCpuArray};
-use dispatcher_common::{
-    FLAG_CUSTOM_CHAIN, FLAG_STATS, SLOT_COUNT, STATE_DRAINING, STATE_FREE, STATE_HELD,
-    STATE_PERSISTENT, SlotStats,
-};
+use dispatcher_common::{FLAG_CUSTOM_CHAIN, FLAG_STATS, SLOT_COUNT, SlotStats};
 use serde::Serialize;
 
 use crate::{
-    attach::mode_name,
     backend::Backend,
-    claim::{decode_name, is_live, live_programs},
+    collect::is_live,
+    dispatcher::Mode,
     error::{Error, Result},
     iface,
-    state::{State, pin},
+    objects::Objects,
+    pin,
+    record::SlotState,
+    state::State,
 };
 
 const ACTIONS: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];
@@ -42,89 +42,150 @@ pub fn parse_mask(s: &str) -> std::result::Result<u32, String> {
 }
 
 /// Per-slot counters, summed over CPUs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
+    /// Packets the slot's program ran on.
     pub packets: u64,
+    /// `XDP_ABORTED` verdicts.
     pub aborted: u64,
+    /// `XDP_DROP` verdicts.
     pub drop: u64,
+    /// `XDP_PASS` verdicts.
     pub pass: u64,
+    /// `XDP_TX` verdicts.
     pub tx: u64,
+    /// `XDP_REDIRECT` verdicts.
     pub redirect: u64,
+}
+
+/// A claim's state as status reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ClaimState {
+    /// Held by a live process; released when it exits.
+    Held,
+    /// Stays until released.
+    Persistent,
+    /// Released by force; reused once its holder exits.
+    Draining,
+    /// Its holder is gone or its claim never finished; freed by the next
+    /// change to the interface.
+    Stale,
+}
+
+impl ClaimState {
+    /// The name used in output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Persistent => "persistent",
+            Self::Draining => "draining",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+impl std::fmt::Display for ClaimState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// One claimed slot.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct ClaimStatus {
+    /// The slot.
     pub slot: usize,
+    /// Lower runs first.
     pub prio: u32,
+    /// The claim's name.
     pub name: String,
+    /// Kernel id of the program in the slot.
     pub prog_id: u32,
+    /// Kernel id of the link that fills the slot (freplace), else 0.
+    pub link_id: u32,
+    /// Verdicts after which the next slot runs.
     pub proceed_on: Vec<&'static str>,
     /// Pid of the claiming process (in its pid namespace).
     pub owner: u32,
+    /// Stays after its claimer exits.
     pub persistent: bool,
-    /// held, persistent, draining, or stale (holder gone; freed by the next
-    /// change).
-    pub state: &'static str,
+    /// Where the claim is in its life.
+    pub state: ClaimState,
+    /// How the slot is filled.
     pub backend: Backend,
+    /// Does the datapath run the slot?
     pub active: bool,
+    /// Wall-clock time of the claim, seconds since the epoch.
     pub claimed_at: u64,
+    /// The slot's counters, while counting is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
 }
 
 /// One interface.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Status {
+    /// The interface's name when the dispatcher was attached.
     pub iface: String,
+    /// Its index.
     pub ifindex: u32,
+    /// Cookie of its network namespace.
     pub netns_cookie: u64,
+    /// Its state directory.
     pub dir: String,
-    pub mode: &'static str,
+    /// How the dispatcher sits on it.
+    pub mode: Mode,
+    /// The backend claims get by default.
     pub backend: Backend,
+    /// Are the per-slot counters on?
     pub stats: bool,
     /// Program id of the custom chain decision, if one is installed.
     pub custom_chain: Option<u32>,
+    /// Slots the datapath runs.
     pub active_slots: u32,
     /// Claims in run order (slot order).
     pub claims: Vec<ClaimStatus>,
 }
 
 /// Reads the status of the interface whose state is `state`.
-pub fn read(state: &State) -> Result<Status> {
+pub(crate) fn read(state: &State) -> Result<Status> {
     let control = state.control()?;
-    let slots = state.slots()?;
+    let records = state.records()?;
     let counters = if control.flags & FLAG_STATS != 0 {
         Some(read_counters(state)?)
     } else {
         None
     };
-    let progs = live_programs()?;
+    let progs = state.live_programs()?;
     let mut claims = Vec::new();
-    for (n, cfg) in slots.iter().enumerate() {
-        if cfg.state == STATE_FREE {
+    for (n, rec) in records.iter().enumerate() {
+        let Some(backend) = rec.backend.filter(|_| !rec.is_free()) else {
             continue;
-        }
+        };
         let active = control.is_active(n);
-        let live = is_live(state, active, n, cfg, &progs);
+        let live = is_live(state, active, n, rec, &progs);
         claims.push(ClaimStatus {
             slot: n,
-            prio: cfg.prio,
-            name: decode_name(&cfg.name),
-            prog_id: cfg.prog_id,
+            prio: rec.prio,
+            name: rec.name.clone(),
+            prog_id: rec.prog_id,
+            link_id: rec.link_id,
             proceed_on: mask_names(control.proceed_on[n].into()),
-            owner: cfg.owner_pid,
-            persistent: cfg.state == STATE_PERSISTENT,
-            state: match cfg.state {
-                _ if !live => "stale",
-                STATE_HELD => "held",
-                STATE_PERSISTENT => "persistent",
-                STATE_DRAINING => "draining",
-                _ => "unknown",
+            owner: rec.owner.pid,
+            persistent: rec.state == SlotState::Persistent,
+            state: match rec.state {
+                _ if !live => ClaimState::Stale,
+                SlotState::Held => ClaimState::Held,
+                SlotState::Draining => ClaimState::Draining,
+                SlotState::Persistent | SlotState::Free => ClaimState::Persistent,
             },
-            backend: Backend::from_raw(cfg.backend),
+            backend,
             active,
-            claimed_at: cfg.claimed_at,
+            claimed_at: rec.claimed_at,
             counters: counters.as_ref().map(|c| c[n].clone()),
         });
     }
@@ -134,8 +195,8 @@ pub fn read(state: &State) -> Result<Status> {
         ifindex: control.ifindex,
         netns_cookie: control.netns_cookie,
         dir: state.dir.display().to_string(),
-        mode: mode_name(control.mode),
-        backend: Backend::from_raw(control.backend),
+        mode: state.mode()?,
+        backend: state.default_backend()?,
         stats: control.flags & FLAG_STATS != 0,
         custom_chain: (control.flags & FLAG_CUSTOM_CHAIN != 0).then_some(control.chain_prog_id),
         active_slots: control.active_count(),
@@ -170,7 +231,7 @@ fn read_counters(state: &State) -> Result<Vec<Counters>> {
 
 /// Interface directories under `root` that belong to the network namespace
 /// with `cookie`.
-pub fn dirs_in_netns(
+pub(crate) fn dirs_in_netns(
     root: &std::path::Path,
     cookie: u64,
 ) -> Result<Vec<(std::path::PathBuf, u32)>> {
@@ -180,8 +241,8 @@ pub fn dirs_in_netns(
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let (c, ifindex) = iface::parse_dir_name(&name)?;
-            (c == cookie).then(|| (e.path(), ifindex))
+            let (hook, c, ifindex) = iface::parse_dir_name(&name)?;
+            (hook == iface::Hook::Xdp && c == cookie).then(|| (e.path(), ifindex))
         })
         .collect();
     out.sort_by_key(|(_, i)| *i);

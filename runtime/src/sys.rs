@@ -228,7 +228,7 @@ pub fn is_bpffs(path: &std::path::Path) -> bool {
 
 /// Ends this process at once with SIGKILL: no destructor, no flush, as a
 /// crash would (see `crash`).
-#[cfg(feature = "failpoints")]
+#[cfg(all(feature = "failpoints", not(test)))]
 pub fn kill_self() -> ! {
     // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so the call
     // does not return once it is delivered.

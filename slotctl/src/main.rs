@@ -2,6 +2,7 @@
 //!
 //! Exit status 0 on success; otherwise one line on stderr saying what
 //! failed, why, and what to do.
+mod advice;
 mod output;
 
 use std::{
@@ -74,9 +75,9 @@ enum Cmd {
         /// the program's aya-log output); released when slotctl exits.
         #[arg(long)]
         hold: bool,
-        /// auto, freplace or tailcall (default: the interface's).
-        #[arg(long, default_value = "auto")]
-        backend: Backend,
+        /// auto (the interface's), freplace or tailcall.
+        #[arg(long, default_value = "auto", value_parser = parse_backend)]
+        backend: BackendArg,
         /// XDP mode if the dispatcher has to be attached.
         #[arg(long, value_enum, default_value = "auto")]
         mode: ModeArg,
@@ -105,9 +106,10 @@ enum Cmd {
         iface: String,
         #[arg(long, value_enum, default_value = "auto")]
         mode: ModeArg,
-        /// Default backend for claims: auto probes the kernel.
-        #[arg(long, default_value = "auto")]
-        backend: Backend,
+        /// Default backend for claims: auto takes the first this kernel
+        /// allows (freplace, then tailcall).
+        #[arg(long, default_value = "auto", value_parser = parse_backend)]
+        backend: BackendArg,
         /// Replace a foreign XDP program.
         #[arg(long)]
         force: bool,
@@ -153,8 +155,22 @@ fn main() {
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("slotctl: {e:#}");
+        eprintln!("slotctl: {}", advice::line(&e));
         std::process::exit(1);
+    }
+}
+
+/// `--backend`: `auto` (None) or a backend's name.
+#[derive(Clone, Copy)]
+struct BackendArg(Option<Backend>);
+
+fn parse_backend(s: &str) -> std::result::Result<BackendArg, String> {
+    match s {
+        "auto" => Ok(BackendArg(None)),
+        other => other
+            .parse()
+            .map(|b| BackendArg(Some(b)))
+            .map_err(|e| format!("{e}, or auto")),
     }
 }
 
@@ -197,11 +213,9 @@ fn run(cli: Cli) -> Result<()> {
             req.proceed_on = proceed_on;
             req.name = name;
             req.persistent = !hold;
-            req.backend = backend;
-            let opts = AttachOptions {
-                mode: mode.into(),
-                ..Default::default()
-            };
+            req.backend = backend.0;
+            let mut opts = AttachOptions::default();
+            opts.mode = mode.into();
             let stop = hold.then(stop_on_signal).transpose()?;
             let mut claim = rt.claim_with(&iface, &req, opts)?;
             output::claimed(&claim, json);
@@ -245,14 +259,11 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             force,
         } => {
-            let a = rt.attach(
-                &iface,
-                AttachOptions {
-                    mode: mode.into(),
-                    backend,
-                    force,
-                },
-            )?;
+            let mut opts = AttachOptions::default();
+            opts.mode = mode.into();
+            opts.backend = backend.0;
+            opts.force = force;
+            let a = rt.attach(&iface, opts)?;
             output::attached(&a);
         }
         Cmd::Detach { iface, force } => {

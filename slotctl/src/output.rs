@@ -41,8 +41,12 @@ pub fn attached(a: &Attached) {
         a.backend.as_str(),
         a.prog_id
     );
-    if let Some(why) = &a.backend_reason {
-        println!("backend {}: {why}", a.backend.as_str());
+    for (passed, why) in &a.passed_over {
+        println!(
+            "backend {}: {passed} unavailable ({})",
+            a.backend,
+            slots_runtime::error_chain(why)
+        );
     }
 }
 

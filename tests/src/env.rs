@@ -11,13 +11,17 @@ use slots_runtime::{Backend, ClaimRequest, ProgramSource, Runtime};
 
 use crate::{netns::VethPair, progs};
 
-/// Backend the suite runs with: `SLOTS_TEST_BACKEND` = auto (default),
-/// freplace or tailcall. The VM suite sets freplace.
-pub fn backend() -> Backend {
+/// Backend the suite runs with: `SLOTS_TEST_BACKEND` = auto (default,
+/// `None`), freplace or tailcall. The VM suite sets freplace.
+pub fn backend() -> Option<Backend> {
     std::env::var("SLOTS_TEST_BACKEND")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(Backend::Auto)
+}
+
+/// [`backend`] as slotctl's `--backend` value.
+pub fn backend_name() -> &'static str {
+    backend().map_or("auto", Backend::as_str)
 }
 
 /// The slotctl binary: `$SLOTCTL`, or the one cargo built next to the test.

@@ -18,11 +18,11 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use dispatcher_common::{Control, SlotConfig};
 use integration_tests::{
-    env::{TestEnv, backend, slotctl_path},
+    env::{TestEnv, backend_name, slotctl_path},
     netns::unique,
     progs,
 };
-use slots_runtime::{Backend, Claim, ClaimRequest, ProgramSource};
+use slots_runtime::{Backend, Claim, ClaimRequest, ProgramSource, pin};
 use support::{array_entries, iface_dir, listing, status, stderr};
 
 /// Everything a refused command must leave as it was.
@@ -120,7 +120,7 @@ fn remove_scratch(p: &str) {
 fn bad_objects_are_refused_in_one_line_and_change_nothing() {
     let mut w = World::new();
     let ifc = w.ifc().to_string();
-    let be = backend().as_str();
+    let be = backend_name();
     let text = scratch("notes.o", b"this is not an ELF object\n");
     let empty = scratch("empty.o", b"");
     let truncated = scratch("truncated.o", &progs::bytes("xdp_pass")[..200]);
@@ -177,7 +177,7 @@ fn bad_requests_are_refused_in_one_line_and_change_nothing() {
     let mut w = World::new();
     let ifc = w.ifc().to_string();
     let pass = path("xdp_pass");
-    let be = backend().as_str();
+    let be = backend_name();
     w.slotctl(
         "an interface that does not exist",
         &["claim", "nosuch0", &pass],
@@ -282,7 +282,7 @@ fn limits_are_refused_in_one_line_and_change_nothing() {
     let mut prio = 2;
     while tail_calls(&w.env) < dispatcher_common::MAX_TAIL_CALLS {
         let mut req = w.env.request("xdp_pass", prio);
-        req.backend = Backend::TailCall;
+        req.backend = Some(Backend::TailCall);
         req.persistent = true;
         req.name = Some(format!("t{prio}"));
         w.env.in_rx(|rt, i| rt.claim(i, &req)).unwrap();
@@ -299,7 +299,10 @@ fn limits_are_refused_in_one_line_and_change_nothing() {
             "--backend",
             "tailcall",
         ],
-        &["33 tail-call slots", "33 tail calls per packet"],
+        &[
+            "already has 33 claims on the tailcall backend",
+            "33 tail calls per packet",
+        ],
     );
     println!("figures: bad_input limits tried={}", w.tried);
 }
@@ -314,10 +317,12 @@ fn all_slots_taken_is_refused_in_one_line_and_changes_nothing() {
     // a persistent, active record of the live program in slot 0, exactly
     // what 98 claims would leave.
     let dir = iface_dir(&w.env);
-    let mut control: Array<MapData, Control> =
-        Array::try_from(Map::Array(MapData::from_pin(dir.join("control")).unwrap())).unwrap();
+    let mut control: Array<MapData, Control> = Array::try_from(Map::Array(
+        MapData::from_pin(dir.join(pin::CONTROL)).unwrap(),
+    ))
+    .unwrap();
     let mut slots: Array<MapData, SlotConfig> =
-        Array::try_from(Map::Array(MapData::from_pin(dir.join("slots")).unwrap())).unwrap();
+        Array::try_from(Map::Array(MapData::from_pin(dir.join(pin::SLOTS)).unwrap())).unwrap();
     let keep = slots.get(&0, 0).unwrap();
     let mut c = control.get(&0, 0).unwrap();
     let mut filled = Vec::new();
@@ -371,7 +376,7 @@ fn without_btf(bytes: &[u8]) -> Vec<u8> {
 fn freplace_needs_matching_btf() {
     let mut w = World::new();
     let ifc = w.ifc().to_string();
-    if slots_runtime::probe::freplace().is_err() {
+    if slots_runtime::Backend::Freplace.probe().is_err() {
         // Here the refusal is the kernel's: one line, nothing changed.
         w.slotctl(
             "a chain decision without freplace",
@@ -387,11 +392,9 @@ fn freplace_needs_matching_btf() {
         &without_btf(progs::bytes("xdp_pass_cfg.o")),
     );
     // The same object still works as a tail-call program: only BTF is gone.
-    let ok = ClaimRequest {
-        backend: Backend::TailCall,
-        prio: Some(500),
-        ..ClaimRequest::new(ProgramSource::file(&stripped, None).unwrap())
-    };
+    let mut ok = ClaimRequest::new(ProgramSource::file(&stripped, None).unwrap());
+    ok.backend = Some(Backend::TailCall);
+    ok.prio = Some(500);
     drop(w.env.in_rx(|rt, i| rt.claim(i, &ok)).unwrap());
     w.slotctl(
         "an extension without BTF",
@@ -467,7 +470,7 @@ fn broken_environments_are_refused_in_one_line_and_change_nothing() {
                     .output()
                     .unwrap()
             },
-            &["needs root"],
+            &["permission denied", "as root"],
         );
     }
     println!("figures: bad_input environments tried={}", w.tried);
@@ -489,7 +492,7 @@ fn damaged_state_is_refused_in_one_line_and_left_for_inspection() {
     ];
     // 1. The control record's magic overwritten (another version's state,
     //    or damage).
-    let data = MapData::from_pin(dir.join("control")).unwrap();
+    let data = MapData::from_pin(dir.join(pin::CONTROL)).unwrap();
     let mut control: Array<MapData, Control> = Array::try_from(Map::Array(data)).unwrap();
     let good = control.get(&0, 0).unwrap();
     let bad = Control {
@@ -522,8 +525,8 @@ fn damaged_state_is_refused_in_one_line_and_left_for_inspection() {
     control.set(0, good, 0).unwrap();
     assert_eq!(listing(&w.env.root), pins);
     // 2. A pin missing from the state directory (removed by hand).
-    let slots = MapData::from_pin(dir.join("slots")).unwrap();
-    std::fs::remove_file(dir.join("slots")).unwrap();
+    let slots = MapData::from_pin(dir.join(pin::SLOTS)).unwrap();
+    std::fs::remove_file(dir.join(pin::SLOTS)).unwrap();
     for args in &commands {
         let before = listing(&w.env.root);
         let out = w.env.slotctl(args);
@@ -545,7 +548,7 @@ fn damaged_state_is_refused_in_one_line_and_left_for_inspection() {
         "bad input: missing slots pin: {} commands refused",
         commands.len()
     );
-    slots.pin(dir.join("slots")).unwrap();
+    slots.pin(dir.join(pin::SLOTS)).unwrap();
     // Whole again: the claims are as they were.
     let st = status(&w.env);
     assert_eq!(st.claims.len(), 2);

@@ -15,7 +15,7 @@ use aya::{
     programs::{ProgramInfo, Xdp, xdp::XdpMode},
 };
 use integration_tests::{
-    env::{TestEnv, backend},
+    env::{TestEnv, backend_name},
     netns::unique,
     progs,
 };
@@ -145,7 +145,7 @@ fn a_foreign_program_on_a_bpf_link_is_not_replaced_even_with_force() {
     let id = prog.info().unwrap().id();
     assert_eq!(xdp_prog_on(&env, &ifc), Some(id));
     let out = env.slotctl(&["attach", &ifc, "--force"]);
-    refused(&out, &["through a bpf_link", "cannot be replaced"]);
+    refused(&out, &["through a bpf_link", "only its owner can remove"]);
     let out = env.slotctl(&["claim", &ifc, progs::path("xdp_pass").to_str().unwrap()]);
     refused(&out, &["foreign XDP program", "xdp_count"]);
     assert_eq!(xdp_prog_on(&env, &ifc), Some(id));
@@ -311,7 +311,7 @@ impl Foreign {
         let inside = [
             root.join("other-tool"),
             root.join(format!("{our_dir_name}_backup")),
-            root.join("ns1_if1"),
+            root.join("xdp_ns1_if1"),
         ];
         let mut f = Self {
             paths: Vec::new(),
@@ -416,7 +416,7 @@ fn foreign_pins_next_to_ours_and_inside_our_root_are_left_alone() {
         ops += 1;
     };
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    run(s(&["attach", &ifc, "--backend", backend().as_str()]));
+    run(s(&["attach", &ifc, "--backend", backend_name()]));
     run(claim_args(&env, "xdp_pass", 20, "a"));
     run(claim_args(&env, "xdp_count", 30, "b"));
     run(s(&["status"]));

@@ -14,7 +14,7 @@ mod support;
 use std::{os::unix::process::ExitStatusExt as _, process::Output};
 
 use integration_tests::{env::TestEnv, progs};
-use slots_runtime::{Backend, SlotRef, crash::POINTS};
+use slots_runtime::{Backend, ClaimState, SlotRef, crash::POINTS};
 use support::{
     Landed, Proc, baseline, claim_args, collect_until_whole, eventually, landed_in, listing,
     second_interface, size, spawn_slotctl, spawn_slotctl_with, status, stderr, stdout,
@@ -42,9 +42,6 @@ enum Op {
     Detach,
     /// A persistent chain decision (freplace).
     Chain,
-    /// The next claim unlinking an extension that a claim killed before
-    /// its record had pinned (freplace).
-    CollectExtension,
 }
 
 /// (point, operation, only with this backend). The first case of each
@@ -56,11 +53,8 @@ const CASES: &[(&str, Op, Option<Backend>)] = &[
     ("attach::renamed", Op::Attach, None),
     ("claim::mask", Op::Claim, None),
     ("claim::mask", Op::ClaimHeld, None),
-    ("claim::loaded", Op::Claim, Some(Backend::TailCall)),
-    ("claim::loaded", Op::ClaimHeld, Some(Backend::TailCall)),
-    ("freplace::loaded", Op::Claim, Some(Backend::Freplace)),
-    ("freplace::loaded", Op::ClaimHeld, Some(Backend::Freplace)),
-    ("freplace::loaded", Op::Chain, Some(Backend::Freplace)),
+    ("claim::loaded", Op::Claim, None),
+    ("claim::loaded", Op::ClaimHeld, None),
     ("claim::recorded", Op::Claim, None),
     ("claim::recorded", Op::ClaimHeld, None),
     ("tailcall::filled", Op::ClaimHeld, Some(Backend::TailCall)),
@@ -77,8 +71,9 @@ const CASES: &[(&str, Op, Option<Backend>)] = &[
     ("state::deactivating", Op::Release, None),
     ("state::deactivating", Op::Collect, None),
     ("state::deactivating", Op::HeldRelease, None),
-    ("empty::inactive", Op::Release, None),
-    ("empty::inactive", Op::Collect, None),
+    ("retire::inactive", Op::Release, None),
+    ("retire::inactive", Op::Collect, None),
+    ("retire::inactive", Op::HeldRelease, None),
     ("tailcall::cleared", Op::Release, Some(Backend::TailCall)),
     ("tailcall::cleared", Op::Collect, Some(Backend::TailCall)),
     (
@@ -86,16 +81,10 @@ const CASES: &[(&str, Op, Option<Backend>)] = &[
         Op::HeldRelease,
         Some(Backend::TailCall),
     ),
-    ("empty::emptied", Op::Release, None),
-    ("empty::emptied", Op::Collect, None),
-    ("held::inactive", Op::HeldRelease, None),
-    ("held::emptied", Op::HeldRelease, None),
+    ("retire::emptied", Op::Release, None),
+    ("retire::emptied", Op::Collect, None),
+    ("retire::emptied", Op::HeldRelease, None),
     ("release::forced", Op::ForcedRelease, None),
-    (
-        "collect::unlinked",
-        Op::CollectExtension,
-        Some(Backend::Freplace),
-    ),
     ("chain::linked", Op::Chain, Some(Backend::Freplace)),
     ("detach::unlinked", Op::Detach, None),
 ];
@@ -244,10 +233,6 @@ fn crash(env: &TestEnv, other: &str, point: &str, op: Op) {
             assert_eq!(status(env).custom_chain, Some(c.prog_id));
             env.in_rx(|rt, i| rt.clear_chain(i)).unwrap();
         }
-        Op::CollectExtension => {
-            run_armed(env, "claim::filled", op, &victim);
-            run_armed(env, point, op, &claim_args(env, PROGRAM, 60, "next"));
-        }
     }
 }
 
@@ -267,7 +252,7 @@ fn after_next_operation(env: &TestEnv, holder: Proc) {
     let st = status(env);
     let victim = st.claims.iter().find(|c| c.name == "victim");
     let victim = victim.expect("the forced release's claim");
-    assert_eq!(victim.state, "draining", "{victim:?}");
+    assert_eq!(victim.state, ClaimState::Draining, "{victim:?}");
     assert!(!victim.active, "{victim:?}");
     holder.kill();
 }

@@ -23,7 +23,7 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use dispatcher_common::{Control, SlotConfig};
 use integration_tests::env::TestEnv;
-use slots_runtime::Iface;
+use slots_runtime::{Iface, pin};
 use support::{
     Refusal, Rng, baseline, check_whole, claim_args, collect_until_whole, iface_dir, listing,
     refusal_line, second_interface, seed, size, spawn_slotctl, status, stderr,
@@ -68,7 +68,7 @@ struct Figures {
 /// Has a record named `name` been written to the `slots` map? (Read
 /// without the lock, while the claimer holds it.)
 fn record_written(dir: &Path, name: &str) -> bool {
-    let Ok(data) = MapData::from_pin(dir.join("slots")) else {
+    let Ok(data) = MapData::from_pin(dir.join(pin::SLOTS)) else {
         return false;
     };
     let Ok(slots) = Array::<MapData, SlotConfig>::try_from(Map::Array(data)) else {
@@ -83,7 +83,7 @@ fn record_written(dir: &Path, name: &str) -> bool {
 
 /// Is `slot`'s active bit set in the `control` map?
 fn slot_active(dir: &Path, slot: usize) -> bool {
-    let Ok(data) = MapData::from_pin(dir.join("control")) else {
+    let Ok(data) = MapData::from_pin(dir.join(pin::CONTROL)) else {
         return false;
     };
     let Ok(control) = Array::<MapData, Control>::try_from(Map::Array(data)) else {
@@ -172,7 +172,11 @@ fn sigkill_at_any_moment_leaves_a_whole_state() {
         let persistent: Vec<String> = status(&env)
             .claims
             .iter()
-            .filter(|c| c.state == "persistent" && c.active && c.name.starts_with('k'))
+            .filter(|c| {
+                c.state == slots_runtime::ClaimState::Persistent
+                    && c.active
+                    && c.name.starts_with('k')
+            })
             .map(|c| c.name.clone())
             .collect();
         let op = if round % 20 == 19 {
@@ -267,7 +271,7 @@ fn sigkill_at_any_moment_leaves_a_whole_state() {
             half_done.extend(
                 st.claims
                     .iter()
-                    .filter(|c| c.state == "stale" && !c.active)
+                    .filter(|c| c.state == slots_runtime::ClaimState::Stale && !c.active)
                     .map(|c| (c.slot, c.prog_id)),
             );
         }
@@ -376,10 +380,12 @@ fn an_attach_killed_before_its_rename_does_not_wedge_the_interface() {
 /// have left them.
 fn edit_state(env: &TestEnv, edit: impl FnOnce(&mut Control, &mut Vec<SlotConfig>)) {
     let dir = iface_dir(env);
-    let mut control: Array<MapData, Control> =
-        Array::try_from(Map::Array(MapData::from_pin(dir.join("control")).unwrap())).unwrap();
+    let mut control: Array<MapData, Control> = Array::try_from(Map::Array(
+        MapData::from_pin(dir.join(pin::CONTROL)).unwrap(),
+    ))
+    .unwrap();
     let mut slots: Array<MapData, SlotConfig> =
-        Array::try_from(Map::Array(MapData::from_pin(dir.join("slots")).unwrap())).unwrap();
+        Array::try_from(Map::Array(MapData::from_pin(dir.join(pin::SLOTS)).unwrap())).unwrap();
     let mut c = control.get(&0, 0).unwrap();
     let mut s: Vec<SlotConfig> = (0..dispatcher_common::SLOT_COUNT as u32)
         .map(|n| slots.get(&n, 0).unwrap())
@@ -392,7 +398,7 @@ fn edit_state(env: &TestEnv, edit: impl FnOnce(&mut Control, &mut Vec<SlotConfig
 }
 
 fn freplace_available() -> bool {
-    slots_runtime::probe::freplace().is_ok()
+    slots_runtime::Backend::Freplace.probe().is_ok()
 }
 
 /// A persistent freplace claim killed after pinning its extension link and
@@ -408,10 +414,10 @@ fn an_extension_pinned_before_its_record_is_unlinked() {
     }
     let env = TestEnv::new().unwrap();
     let mut req = env.request("xdp_drop", 20);
-    req.backend = slots_runtime::Backend::Freplace;
+    req.backend = Some(slots_runtime::Backend::Freplace);
     req.persistent = true;
     let slot = env.in_rx(|rt, ifc| rt.claim(ifc, &req)).unwrap().slot;
-    assert!(iface_dir(&env).join(format!("ext_{slot}")).exists());
+    assert!(iface_dir(&env).join(pin::ext(slot)).exists());
     edit_state(&env, |c, s| {
         c.set_active(slot, false);
         s[slot] = SlotConfig::FREE;
@@ -419,7 +425,7 @@ fn an_extension_pinned_before_its_record_is_unlinked() {
     assert_eq!(env.send(10), 10);
     // The same priority lands in the same slot.
     let mut req = env.request("xdp_count", 20);
-    req.backend = slots_runtime::Backend::Freplace;
+    req.backend = Some(slots_runtime::Backend::Freplace);
     let mut count = env.in_rx(|rt, ifc| rt.claim(ifc, &req)).unwrap();
     assert_eq!(count.slot, slot);
     check_whole(&env, &[]).unwrap_or_else(|e| panic!("{e}"));

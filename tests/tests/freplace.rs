@@ -11,7 +11,7 @@ use slots_runtime::{Backend, Error, ProgramSource};
 const N: usize = 20;
 
 fn freplace_available() -> bool {
-    slots_runtime::probe::freplace().is_ok()
+    slots_runtime::Backend::Freplace.probe().is_ok()
 }
 
 #[test]
@@ -57,14 +57,23 @@ fn a_custom_chain_decision_replaces_the_default() {
 fn tail_call_and_freplace_slots_mix_on_one_dispatcher() {
     let env = TestEnv::new().unwrap();
     let mut count = env.request("xdp_count", 10);
-    count.backend = Backend::TailCall;
+    count.backend = Some(Backend::TailCall);
     let mut count = env.in_rx(|rt, i| rt.claim(i, &count)).unwrap();
     let mut drop = env.request("xdp_drop", 20);
-    drop.backend = Backend::Freplace;
+    drop.backend = Some(Backend::Freplace);
     let result = env.in_rx(|rt, i| rt.claim(i, &drop));
     if !freplace_available() {
         let err = result.unwrap_err();
-        assert!(matches!(err, Error::FreplaceUnsupported { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::BackendUnsupported {
+                    backend: Backend::Freplace,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         return;
     }
     let drop = result.unwrap();
@@ -107,7 +116,7 @@ fn every_slot_takes_a_packet_changing_extension() {
     let mut claims = Vec::new();
     for (k, prio) in [0u32, 1, 2, 3, 4].into_iter().enumerate() {
         let mut req = env.request("xdp_rewrite", prio);
-        req.backend = Backend::Freplace;
+        req.backend = Some(Backend::Freplace);
         req.name = Some(format!("rw{k}"));
         claims.push(env.in_rx(|rt, i| rt.claim(i, &req)).unwrap());
     }

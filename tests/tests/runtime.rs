@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::{
-    env::{TestEnv, backend, first_line, read_counter},
+    env::{TestEnv, backend, backend_name, first_line, read_counter},
     progs,
 };
 use slots_runtime::{Backend, Error, ProgramSource, SlotRef, parse_mask};
@@ -167,7 +167,10 @@ fn persistent_claims_outlive_their_handle_until_released() {
     );
     let status = env.in_rx(|rt, ifc| rt.status(ifc)).unwrap();
     assert_eq!(status.claims.len(), 1);
-    assert!(status.claims[0].persistent && status.claims[0].state == "persistent");
+    assert!(
+        status.claims[0].persistent
+            && status.claims[0].state == slots_runtime::ClaimState::Persistent
+    );
     let released = env
         .in_rx(|rt, ifc| rt.release(ifc, &SlotRef::Name("fw".into()), false))
         .unwrap();
@@ -183,7 +186,7 @@ fn persistent_claims_outlive_their_handle_until_released() {
 fn a_held_claim_ends_with_its_process_even_on_sigkill() {
     let env = TestEnv::new().unwrap();
     let obj = progs::path("xdp_drop");
-    let be = backend();
+    let be = backend_name();
     let mut child = env.slotctl_spawn(&[
         "claim",
         &env.pair.rx_if,
@@ -191,7 +194,7 @@ fn a_held_claim_ends_with_its_process_even_on_sigkill() {
         "20",
         "--hold",
         "--backend",
-        be.as_str(),
+        be,
         obj.to_str().unwrap(),
     ]);
     let line = first_line(&mut child);
@@ -277,37 +280,52 @@ fn auto_backend_says_what_it_chose() {
     let env = TestEnv::new().unwrap();
     let a = env
         .in_rx(|rt, ifc| {
-            rt.attach(
-                ifc,
-                slots_runtime::AttachOptions {
-                    backend: Backend::Auto,
-                    ..Default::default()
-                },
-            )
+            // Default options: the backend is probed.
+            rt.attach(ifc, slots_runtime::AttachOptions::default())
         })
         .unwrap();
-    let reason = a.backend_reason.unwrap();
-    let probe = slots_runtime::probe::freplace();
+    let probe = slots_runtime::Backend::Freplace.probe();
     match probe {
-        Ok(()) => assert_eq!(a.backend, Backend::Freplace, "{reason}"),
+        Ok(()) => {
+            assert_eq!(a.backend, Backend::Freplace);
+            assert!(a.passed_over.is_empty(), "{:?}", a.passed_over);
+        }
         Err(_) => {
             assert_eq!(a.backend, Backend::TailCall);
-            assert!(reason.contains("freplace unavailable"), "{reason}");
+            let passed: Vec<Backend> = a.passed_over.iter().map(|(b, _)| *b).collect();
+            assert_eq!(
+                passed,
+                [Backend::Freplace],
+                "the reason freplace was passed over"
+            );
         }
     }
 }
 
 #[test]
 fn forcing_freplace_where_the_kernel_refuses_it_is_a_clear_error() {
-    if slots_runtime::probe::freplace().is_ok() {
+    if slots_runtime::Backend::Freplace.probe().is_ok() {
         return; // this kernel allows extensions: covered by the VM suite
     }
     let env = TestEnv::new().unwrap();
     let mut req = env.request("xdp_drop", 20);
-    req.backend = Backend::Freplace;
+    req.backend = Some(Backend::Freplace);
     let err = env.in_rx(|rt, ifc| rt.claim(ifc, &req)).unwrap_err();
-    assert!(matches!(err, Error::FreplaceUnsupported { .. }), "{err}");
-    assert!(err.to_string().contains("tailcall"), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::BackendUnsupported {
+                backend: Backend::Freplace,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The probe's finding is the cause.
+    let cause = std::error::Error::source(&err)
+        .expect("a cause")
+        .to_string();
+    assert!(!cause.is_empty(), "{err}");
     assert!(
         !env.root.exists() || std::fs::read_dir(&env.root).unwrap().next().is_none(),
         "nothing was attached"

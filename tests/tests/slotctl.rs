@@ -1,6 +1,6 @@
 //! slotctl as people and scripts use it: exit codes, one-line errors, JSON.
 use integration_tests::{
-    env::{TestEnv, backend},
+    env::{TestEnv, backend_name},
     netns::Netns,
     progs,
 };
@@ -29,7 +29,7 @@ fn claim_status_json_release() {
         "--proceed-on",
         "pass,drop",
         "--backend",
-        backend().as_str(),
+        backend_name(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("claimed slot"), "{}", stdout(&out));
@@ -39,7 +39,7 @@ fn claim_status_json_release() {
         ifc,
         cfg.to_str().unwrap(),
         "--backend",
-        backend().as_str(),
+        backend_name(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(env.slotctl(&["stats", ifc, "on"]).status.success());
@@ -237,14 +237,14 @@ fn hold_streams_the_programs_log_and_releases_on_sigterm() {
     use std::io::{BufRead as _, BufReader};
     let env = TestEnv::new().unwrap();
     let obj = progs::path("xdp_log");
-    let be = backend();
+    let be = backend_name();
     let mut child = env.slotctl_spawn(&[
         "claim",
         &env.pair.rx_if,
         obj.to_str().unwrap(),
         "--hold",
         "--backend",
-        be.as_str(),
+        be,
     ]);
     let line = integration_tests::env::first_line(&mut child);
     assert!(line.contains("held until slotctl exits"), "{line}");

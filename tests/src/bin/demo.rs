@@ -22,11 +22,14 @@ fn main() -> Result<()> {
 
     let a = env.in_rx(|rt, i| rt.attach(i, AttachOptions::default()))?;
     println!(
-        "\n2. dispatcher attached to {ifc} once: {} mode, program id {}, backend {} ({})",
+        "\n2. dispatcher attached to {ifc} once: {} mode, program id {}, backend {}{}",
         a.mode,
         a.prog_id,
-        a.backend.as_str(),
-        a.backend_reason.as_deref().unwrap_or("")
+        a.backend,
+        a.passed_over
+            .iter()
+            .map(|(b, why)| format!(" ({b} unavailable: {})", slots_runtime::error_chain(why)))
+            .collect::<String>()
     );
     println!("   100 empty slots: {}/{PACKETS} arrive", env.send(PACKETS));
 

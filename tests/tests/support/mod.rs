@@ -12,10 +12,10 @@ use std::{
 };
 
 use integration_tests::{
-    env::{TestEnv, backend, slotctl_path},
+    env::{TestEnv, backend_name, slotctl_path},
     netns::unique,
 };
-use slots_runtime::{Iface, Status};
+use slots_runtime::{Backend, ClaimState, Iface, Status, pin};
 
 /// A suite size: `SLOTS_STRESS_<NAME>` if set, else the one `SLOTS_STRESS`
 /// picks (see [`integration_tests::stress::size`]): `[short, default, long]`.
@@ -270,7 +270,7 @@ pub fn claim_args(env: &TestEnv, object: &str, prio: u32, name: &str) -> Vec<Str
         "--name",
         name,
         "--backend",
-        backend().as_str(),
+        backend_name(),
         "--json",
     ]
     .iter()
@@ -401,25 +401,11 @@ pub fn check_order(claims: &[Landed]) -> Result<(), String> {
     Ok(())
 }
 
-/// Entry 0 of every slot's program array (by program id), read through the
-/// dispatcher's map ids.
+/// Entry 0 of every slot's program array (by program id).
 pub fn array_entries(dir: &Path) -> Result<BTreeMap<usize, Option<u32>>, String> {
-    let info = aya::programs::ProgramInfo::from_pin(dir.join("dispatcher"))
-        .map_err(|e| format!("dispatcher pin: {e}"))?;
     let mut out = BTreeMap::new();
-    for id in info
-        .map_ids()
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default()
-    {
+    for (n, id) in slots_runtime::slot_array_ids(dir).map_err(|e| e.to_string())? {
         let m = aya::maps::MapInfo::from_id(id).map_err(|e| e.to_string())?;
-        let Some(n) = m
-            .name_as_str()
-            .and_then(|s| s.strip_prefix("SLOT_PROG_"))
-            .and_then(|s| s.parse::<usize>().ok())
-        else {
-            continue;
-        };
         let fd = m.fd().map_err(|e| e.to_string())?;
         out.insert(n, lookup_u32(fd.as_fd().as_raw_fd(), 0)?);
     }
@@ -487,8 +473,8 @@ pub fn check_whole(env: &TestEnv, extra: &[&str]) -> Result<Status, String> {
     for c in &st.claims {
         let ok = c.active
             && match c.state {
-                "persistent" => true,
-                "held" => alive(c.owner),
+                ClaimState::Persistent => true,
+                ClaimState::Held => alive(c.owner),
                 _ => false,
             };
         if !ok {
@@ -507,7 +493,7 @@ pub fn check_whole(env: &TestEnv, extra: &[&str]) -> Result<Status, String> {
     let tail_calls: BTreeMap<usize, u32> = st
         .claims
         .iter()
-        .filter(|c| c.backend == slots_runtime::Backend::TailCall)
+        .filter(|c| c.backend == Backend::TailCall)
         .map(|c| (c.slot, c.prog_id))
         .collect();
     for (n, entry) in array_entries(&dir)? {
@@ -518,24 +504,31 @@ pub fn check_whole(env: &TestEnv, extra: &[&str]) -> Result<Status, String> {
             ));
         }
     }
-    let mut want: BTreeSet<String> = ["link", "dispatcher", "control", "slots", "stats"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut want: BTreeSet<String> = [
+        pin::LINK,
+        pin::DISPATCHER,
+        pin::CONTROL,
+        pin::SLOTS,
+        pin::STATS,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if st.custom_chain.is_some() {
-        want.insert("chain".into());
+        want.insert(pin::CHAIN.into());
     }
     for n in (0..dispatcher_common::SLOT_COUNT).filter(|&n| dispatcher_common::has_prog_array(n)) {
-        let held_tail_call = st.claims.iter().any(|c| {
-            c.slot == n && c.state == "held" && c.backend == slots_runtime::Backend::TailCall
-        });
+        let held_tail_call = st
+            .claims
+            .iter()
+            .any(|c| c.slot == n && c.state == ClaimState::Held && c.backend == Backend::TailCall);
         if !held_tail_call {
-            want.insert(format!("prog_{n}"));
+            want.insert(pin::prog(n));
         }
     }
     for c in &st.claims {
-        if c.persistent && c.backend == slots_runtime::Backend::Freplace {
-            want.insert(format!("ext_{}", c.slot));
+        if c.persistent && c.backend == Backend::Freplace {
+            want.insert(pin::ext(c.slot));
         }
     }
     let got = listing(&dir);

@@ -1,0 +1,97 @@
+//! [`Claim`]: what a client holds after claiming a slot.
+use std::path::PathBuf;
+
+use crate::{
+    backend::{Backend, Hold},
+    claim::Claimed,
+    error::Result,
+    lock::DirLock,
+    program::Loaded,
+    release::release_own,
+    state::State,
+};
+
+/// A claimed slot. A held claim is released when this is dropped, and by
+/// the kernel if the process dies first; a persistent one stays.
+pub struct Claim {
+    /// The interface.
+    pub iface: String,
+    /// The slot (its run position follows from it).
+    pub slot: usize,
+    /// The claim's priority.
+    pub prio: u32,
+    /// Verdicts (`1 << action`) after which the next slot runs.
+    pub proceed_on: u32,
+    /// The claim's name.
+    pub name: String,
+    /// Kernel id of the program in the slot.
+    pub prog_id: u32,
+    /// How the slot is filled.
+    pub backend: Backend,
+    /// Stays after this process exits.
+    pub persistent: bool,
+    dir: PathBuf,
+    hold: Option<Hold>,
+    program: Loaded,
+}
+
+impl Claim {
+    pub(crate) fn new(iface: &str, dir: PathBuf, c: Claimed<State>) -> Self {
+        Self {
+            iface: iface.into(),
+            slot: c.slot,
+            prio: c.prio,
+            proceed_on: c.proceed_on,
+            name: c.name,
+            prog_id: c.prog_id,
+            backend: c.backend,
+            persistent: c.persistent,
+            dir,
+            hold: c.hold,
+            program: c.program,
+        }
+    }
+
+    /// The loaded object (e.g. to read its maps or start an aya-log logger).
+    pub fn ebpf_mut(&mut self) -> &mut aya::Ebpf {
+        &mut self.program.ebpf
+    }
+
+    /// Releases a held claim now, reporting errors (drop does it silently).
+    /// A persistent claim is left in place: release it with
+    /// [`Runtime::release`](crate::Runtime::release).
+    pub fn release(mut self) -> Result<()> {
+        self.release_held()
+    }
+
+    fn release_held(&mut self) -> Result<()> {
+        let Some(hold) = self.hold.take() else {
+            return Ok(());
+        };
+        let _lock = DirLock::exclusive(&self.dir)?;
+        let mut state = State::open(&self.dir, &self.iface)?;
+        release_own(&mut state, self.slot, self.prog_id, hold)
+    }
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("iface", &self.iface)
+            .field("slot", &self.slot)
+            .field("prio", &self.prio)
+            .field("name", &self.name)
+            .field("prog_id", &self.prog_id)
+            .field("backend", &self.backend)
+            .field("persistent", &self.persistent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_held() {
+            log::warn!("releasing slot {} on {}: {e}", self.slot, self.iface);
+        }
+    }
+}

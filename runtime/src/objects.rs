@@ -1,0 +1,142 @@
+//! The kernel objects of one interface, as the protocol (claim, release,
+//! collect) sees them: the `CONTROL` value, the claim records, which
+//! programs and processes are alive, and a backend's fill and empty.
+//!
+//! [`State`](crate::state::State) is the real one. A unit-test fake
+//! (`fake.rs`) simulates the kernel's side in memory (fds, pins, deferred
+//! clears, process exit), so the protocol's rules are tested without a
+//! kernel; the integration tests run the same code against the real one.
+use std::collections::HashSet;
+
+use dispatcher_common::{Control, SLOT_COUNT};
+
+use crate::{
+    backend::Backend,
+    crash,
+    error::{Error, Result},
+    program::{Inspected, ProgramSource},
+    record::{Owner, Record},
+};
+
+/// One interface's kernel objects. Every method runs under the
+/// interface's exclusive lock (or its shared one, for reads).
+pub(crate) trait Objects {
+    /// A loaded program, kept loaded while this lives.
+    type Program;
+    /// What a held claim keeps open (see [`crate::backend::Hold`]).
+    type Hold;
+
+    /// The interface's name, for messages.
+    fn iface(&self) -> &str;
+    /// The error for damaged state.
+    fn corrupt(&self, why: String) -> Error;
+
+    /// Reads `CONTROL`.
+    fn control(&self) -> Result<Control>;
+    /// Writes `CONTROL` whole.
+    fn write_control(&mut self, c: &Control) -> Result<()>;
+    /// Reads slot `n`'s raw record.
+    fn raw_record(&self, n: usize) -> Result<dispatcher_common::SlotConfig>;
+    /// Writes slot `n`'s raw record.
+    fn write_raw_record(&mut self, n: usize, r: &dispatcher_common::SlotConfig) -> Result<()>;
+
+    /// Ids of every loaded program.
+    fn live_programs(&self) -> Result<HashSet<u32>>;
+    /// Does the process that made a claim still run?
+    fn alive(&self, owner: Owner) -> bool;
+    /// The calling process.
+    fn me(&self) -> Owner;
+    /// Seconds since the epoch, for records.
+    fn now(&self) -> u64;
+
+    /// Loads a program for slot `n` with `backend`.
+    fn load(
+        &mut self,
+        backend: Backend,
+        n: usize,
+        src: &ProgramSource,
+        ins: &Inspected,
+    ) -> Result<Self::Program>;
+    /// The kernel id of a loaded program.
+    fn program_id(&self, prog: &Self::Program) -> Result<u32>;
+    /// Puts the program into slot `n`; returns the link id (0 if none) and,
+    /// for a held claim, what keeps it.
+    fn fill(
+        &mut self,
+        backend: Backend,
+        n: usize,
+        prog: &mut Self::Program,
+        persistent: bool,
+    ) -> Result<(u32, Option<Self::Hold>)>;
+    /// Empties slot `n` (through the holder's objects, if given).
+    fn empty(&mut self, backend: Backend, n: usize, hold: Option<&mut Self::Hold>) -> Result<()>;
+    /// See [`crate::backend::SlotBackend::hold_unfinished`].
+    fn hold_unfinished(&self, backend: Backend, n: usize) -> bool;
+    /// See [`crate::backend::SlotBackend::settle_dead_hold`].
+    fn settle_dead_hold(&self, backend: Backend, n: usize, prog_id: u32) -> Result<()>;
+    /// Removes every backend's leftovers from free slot `n`; true if any.
+    fn sweep_free(&mut self, n: usize) -> Result<bool>;
+
+    /// Slot `n`'s record, decoded.
+    fn record(&self, n: usize) -> Result<Record> {
+        Record::decode(n, &self.raw_record(n)?).map_err(|why| self.corrupt(why))
+    }
+
+    /// Every record, in slot order.
+    fn records(&self) -> Result<Vec<Record>> {
+        (0..SLOT_COUNT).map(|n| self.record(n)).collect()
+    }
+
+    /// Writes slot `n`'s record.
+    fn write_record(&mut self, n: usize, r: &Record) -> Result<()> {
+        self.write_raw_record(n, &r.encode())
+    }
+
+    /// Sets or clears slot `n`'s active bit: the one write that makes the
+    /// datapath start or stop calling the slot. `walk_end` (where the walk
+    /// stops) is raised after an activation and lowered before a
+    /// deactivation, each write changing one byte, so a packet that sees a
+    /// stale value only skips the slot being switched.
+    fn set_active(&mut self, n: usize, on: bool) -> Result<()> {
+        let mut c = self.control()?;
+        if on {
+            c.set_active_bit(n, true);
+            self.write_control(&c)?;
+            crash::point("state::activating")?;
+            if c.walk_end as usize <= n {
+                c.walk_end = n as u8 + 1;
+                self.write_control(&c)?;
+            }
+        } else {
+            let mut after = c;
+            after.set_active(n, false);
+            if after.walk_end < c.walk_end {
+                c.walk_end = after.walk_end;
+                self.write_control(&c)?;
+            }
+            crash::point("state::deactivating")?;
+            c.set_active_bit(n, false);
+            self.write_control(&c)?;
+        }
+        Ok(())
+    }
+
+    /// Writes slot `n`'s proceed-on mask (`1 << action`); only while the
+    /// slot is inactive, in its own write (see `Control`).
+    fn set_proceed_on(&mut self, n: usize, mask: u32) -> Result<()> {
+        let mut c = self.control()?;
+        c.proceed_on[n] = mask as u8;
+        self.write_control(&c)
+    }
+
+    /// Sets or clears a `FLAG_*` bit.
+    fn set_flag(&mut self, flag: u32, on: bool) -> Result<()> {
+        let mut c = self.control()?;
+        if on {
+            c.flags |= flag;
+        } else {
+            c.flags &= !flag;
+        }
+        self.write_control(&c)
+    }
+}

@@ -1,0 +1,327 @@
+//! The protocol (claim, release, collect) against the in-memory kernel of
+//! `fake.rs`: ordering, collection rules, and a crash at every crash point
+//! of every operation.
+use dispatcher_common::{DEFAULT_PROCEED_ON, MAX_TAIL_CALLS};
+
+use crate::{
+    backend::Backend,
+    claim::{Claimed, Prepared, claim},
+    collect::collect,
+    crash::{POINTS, sim},
+    error::{Error, Result},
+    fake::{Fake, Shared, Sim},
+    objects::Objects,
+    program::{Inspected, ProgramSource},
+    record::SlotState,
+    release::{SlotRef, release, release_own},
+};
+
+fn take(
+    p: &mut Fake,
+    name: &str,
+    prio: u32,
+    persistent: bool,
+    b: Backend,
+) -> Result<Claimed<Fake>> {
+    let prep = Prepared {
+        ins: Inspected {
+            name: name.into(),
+            frags: false,
+            run_config: None,
+        },
+        prio,
+        proceed_on: DEFAULT_PROCEED_ON,
+        name: name.into(),
+        persistent,
+    };
+    claim(
+        p,
+        &ProgramSource::bytes("fake.o", Vec::new(), None),
+        &prep,
+        b,
+    )
+}
+
+fn log(k: &Shared) -> Vec<String> {
+    std::mem::take(&mut k.borrow_mut().log)
+}
+
+fn position(log: &[String], entry: &str) -> usize {
+    log.iter()
+        .position(|l| l == entry)
+        .unwrap_or_else(|| panic!("{entry} not in {log:?}"))
+}
+
+#[test]
+fn claim_records_then_fills_then_activates_and_release_reverses_it() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut p = Sim::spawn(&k);
+        let c = take(&mut p, "fw", 50, false, b).unwrap();
+        let n = c.slot;
+        let l = log(&k);
+        let recorded = position(&l, &format!("record {n} Ok(Held)"));
+        let filled = position(&l, &format!("fill {n}"));
+        let active = position(&l, &format!("activate {n}"));
+        assert!(recorded < filled && filled < active, "{b}: {l:?}");
+        k.borrow().check_whole();
+
+        release_own(&mut p, n, c.prog_id, c.hold.unwrap()).unwrap();
+        let l = log(&k);
+        let inactive = position(&l, &format!("deactivate {n}"));
+        let emptied = position(&l, &format!("empty {n}"));
+        let freed = position(&l, &format!("record {n} Ok(Free)"));
+        assert!(inactive < emptied && emptied < freed, "{b}: {l:?}");
+        k.borrow().check_whole();
+    }
+}
+
+#[test]
+fn claims_in_any_arrival_order_run_in_priority_order() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut p = Sim::spawn(&k);
+        let mut kept = Vec::new();
+        for (i, prio) in [50, 10, 90, 30, 70, 50, 0, 1000, 20, 40]
+            .into_iter()
+            .enumerate()
+        {
+            kept.push(take(&mut p, &format!("c{i}"), prio, i % 2 == 0, b).unwrap());
+            k.borrow().check_whole();
+        }
+        let first = kept.iter().find(|c| c.name == "c0").unwrap().slot;
+        let second = kept.iter().find(|c| c.name == "c5").unwrap().slot;
+        assert!(
+            first < second,
+            "equal priorities run first come, first served"
+        );
+    }
+}
+
+#[test]
+fn names_are_unique_and_the_tail_call_budget_is_kept() {
+    sim::arm(None);
+    let k = Sim::new();
+    let mut p = Sim::spawn(&k);
+    let mut kept = vec![take(&mut p, "a", 50, true, Backend::TailCall).unwrap()];
+    let Err(err) = take(&mut p, "a", 60, true, Backend::TailCall) else {
+        panic!("a second claim named a");
+    };
+    assert!(
+        matches!(err, Error::NameTaken { slot, .. } if slot == kept[0].slot),
+        "{err}"
+    );
+    for i in 1..MAX_TAIL_CALLS {
+        kept.push(
+            take(
+                &mut p,
+                &format!("t{i}"),
+                (i as u32 * 7) % 1000,
+                true,
+                Backend::TailCall,
+            )
+            .unwrap(),
+        );
+    }
+    let Err(err) = take(&mut p, "one-more", 5, true, Backend::TailCall) else {
+        panic!("a tail-call claim past the budget");
+    };
+    assert!(
+        matches!(
+            err,
+            Error::BackendFull {
+                active: MAX_TAIL_CALLS,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The freplace backend has a slot for every claim.
+    kept.push(take(&mut p, "ext", 5, true, Backend::Freplace).unwrap());
+    k.borrow().check_whole();
+}
+
+#[test]
+fn a_dead_holders_claim_is_collected_and_a_persistent_one_stays() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut holder = Sim::spawn(&k);
+        let held = take(&mut holder, "held", 20, false, b).unwrap();
+        let kept = take(&mut holder, "kept", 30, true, b).unwrap();
+        k.borrow_mut().kill(holder.me.pid);
+        k.borrow_mut().kernel_work();
+        let mut other = Sim::spawn(&k);
+        assert_eq!(collect(&mut other).unwrap(), vec![held.slot], "{b}");
+        assert_eq!(
+            other.record(kept.slot).unwrap().state,
+            SlotState::Persistent
+        );
+        k.borrow().check_whole();
+    }
+}
+
+#[test]
+fn a_forced_release_drains_until_the_holder_exits() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut holder = Sim::spawn(&k);
+        let held = take(&mut holder, "held", 20, false, b).unwrap();
+        let mut other = Sim::spawn(&k);
+        let err = release(&mut other, &SlotRef::Name("held".into()), false).unwrap_err();
+        assert!(matches!(err, Error::HeldByOther { .. }), "{err}");
+        let r = release(&mut other, &SlotRef::Name("held".into()), true).unwrap();
+        assert!(r.draining);
+        assert_eq!(other.record(held.slot).unwrap().state, SlotState::Draining);
+        k.borrow().check_whole();
+        // Not reused while draining: the same priority goes elsewhere.
+        let next = take(&mut other, "next", 20, true, b).unwrap();
+        assert_ne!(next.slot, held.slot);
+        // The holder's own release then frees it.
+        release_own(&mut holder, held.slot, held.prog_id, held.hold.unwrap()).unwrap();
+        assert_eq!(other.record(held.slot).unwrap().state, SlotState::Free);
+        k.borrow().check_whole();
+    }
+}
+
+/// What the crashing process does.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    ClaimPersistent,
+    ClaimHeld,
+    ReleasePersistent,
+    ReleaseOwnHeld,
+    ForcedRelease,
+    CollectDead,
+}
+
+const OPS: [Op; 6] = [
+    Op::ClaimPersistent,
+    Op::ClaimHeld,
+    Op::ReleasePersistent,
+    Op::ReleaseOwnHeld,
+    Op::ForcedRelease,
+    Op::CollectDead,
+];
+
+/// Runs `op` in a process that dies at `armed` (or at the end), then has
+/// another process collect and claim, and checks that the state is whole
+/// and the standing claims untouched. Returns the points `op` passed.
+fn scenario(op: Op, b: Backend, armed: Option<&'static str>) -> Vec<&'static str> {
+    sim::arm(None);
+    let k = Sim::new();
+    let mut standing_owner = Sim::spawn(&k);
+    let standing = [
+        take(&mut standing_owner, "low", 10, true, b).unwrap(),
+        take(&mut standing_owner, "high", 90, false, b).unwrap(),
+    ];
+    let mut crasher = Sim::spawn(&k);
+    let mut victim = Sim::spawn(&k);
+    let mut crasher_claims = Vec::new();
+    let mut victim_claims = Vec::new();
+    match op {
+        Op::ReleasePersistent => {
+            crasher_claims.push(take(&mut crasher, "target", 50, true, b).unwrap())
+        }
+        Op::ReleaseOwnHeld => {
+            crasher_claims.push(take(&mut crasher, "target", 50, false, b).unwrap())
+        }
+        Op::ForcedRelease => victim_claims.push(take(&mut victim, "target", 50, false, b).unwrap()),
+        Op::CollectDead => {
+            victim_claims.push(take(&mut victim, "target", 50, false, b).unwrap());
+            k.borrow_mut().kill(victim.me.pid);
+            k.borrow_mut().kernel_work();
+        }
+        Op::ClaimPersistent | Op::ClaimHeld => {}
+    }
+
+    sim::arm(armed);
+    let result = match op {
+        Op::ClaimPersistent | Op::ClaimHeld => take(
+            &mut crasher,
+            "new",
+            50,
+            matches!(op, Op::ClaimPersistent),
+            b,
+        )
+        .map(|c| crasher_claims.push(c)),
+        Op::ReleasePersistent => {
+            release(&mut crasher, &SlotRef::Name("target".into()), false).map(drop)
+        }
+        Op::ReleaseOwnHeld => {
+            let c = crasher_claims.pop().unwrap();
+            release_own(&mut crasher, c.slot, c.prog_id, c.hold.unwrap())
+        }
+        Op::ForcedRelease => release(&mut crasher, &SlotRef::Name("target".into()), true).map(drop),
+        Op::CollectDead => collect(&mut crasher).map(drop),
+    };
+    let passed = sim::passed();
+    let what = format!("{op:?} on {b}, crash at {armed:?}");
+    match armed {
+        Some(_) => assert!(sim::crashed() && result.is_err(), "{what}: did not crash"),
+        None => result.unwrap_or_else(|e| panic!("{what}: {e}")),
+    }
+    sim::arm(None);
+    // The crasher dies (SIGKILL, or simply exits without releasing).
+    k.borrow_mut().kill(crasher.me.pid);
+    drop(crasher_claims);
+
+    // The next process finds a whole state; its claim at the same priority
+    // works, and survives the kernel's deferred work.
+    let mut next = Sim::spawn(&k);
+    collect(&mut next).unwrap_or_else(|e| panic!("{what}: collect: {e}"));
+    let after =
+        take(&mut next, "after", 50, true, b).unwrap_or_else(|e| panic!("{what}: claim: {e}"));
+    k.borrow_mut().kernel_work();
+    collect(&mut next).unwrap();
+    let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| k.borrow().check_whole()));
+    assert!(check.is_ok(), "{what}: state not whole");
+    let rec = next.record(after.slot).unwrap();
+    assert_eq!(rec.prog_id, after.prog_id, "{what}");
+    for s in &standing {
+        let rec = next.record(s.slot).unwrap();
+        assert_eq!(
+            rec.prog_id, s.prog_id,
+            "{what}: standing claim {} lost",
+            s.name
+        );
+        assert!(next.control().unwrap().is_active(s.slot), "{what}");
+    }
+    // The victim of a forced release exits too: its slot frees.
+    k.borrow_mut().kill(victim.me.pid);
+    drop(victim_claims);
+    k.borrow_mut().kernel_work();
+    collect(&mut next).unwrap();
+    k.borrow().check_whole();
+    passed
+}
+
+#[test]
+fn a_crash_at_any_point_leaves_a_state_the_next_operation_makes_whole() {
+    let mut reached = std::collections::BTreeSet::new();
+    let mut cases = 0;
+    for op in OPS {
+        for b in Backend::ALL {
+            let mut points = scenario(op, b, None);
+            points.sort();
+            points.dedup();
+            for p in points {
+                scenario(op, b, Some(p));
+                reached.insert(p);
+                cases += 1;
+            }
+        }
+    }
+    // Every point of the protocol is reached (attach, the chain decision
+    // and detach are outside it).
+    let outside = ["attach::", "chain::", "detach::"];
+    for p in POINTS {
+        if !outside.iter().any(|o| p.starts_with(o)) {
+            assert!(reached.contains(p), "no scenario reaches {p}");
+        }
+    }
+    assert!(cases > 40, "{cases} cases");
+}

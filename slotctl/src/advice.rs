@@ -1,0 +1,104 @@
+//! What to do about an error: one clause per library error, in slotctl's
+//! terms (its commands and flags). The library says what failed and why;
+//! this says what the person at the terminal can do next.
+use slots_runtime::{Backend, Error, ExtensionRefusal};
+
+/// The error's causes and advice, on one line.
+pub fn line(e: &anyhow::Error) -> String {
+    // `what failed: cause: cause`, each cause once (some causes repeat
+    // their own cause in their message).
+    let mut text = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if !text.contains(&m) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&m);
+        }
+    }
+    if let Some(advice) = e.downcast_ref::<Error>().and_then(advice) {
+        text.push_str("; ");
+        text.push_str(&advice);
+    }
+    text
+}
+
+/// The advice for one library error, if there is any to give.
+pub fn advice(e: &Error) -> Option<String> {
+    Some(match e {
+        Error::NotPrivileged { .. } => "run it as root (e.g. with sudo)".into(),
+        Error::BpffsNotMounted { path } => format!(
+            "mount it with 'mount -t bpf bpf {}' or pass another --bpffs root",
+            path.display()
+        ),
+        Error::NoSuchInterface { .. } => {
+            "check 'ip link' (or enter the right namespace with nsenter --net=...)".into()
+        }
+        Error::NotAttached { iface } => {
+            format!("run 'slotctl attach {iface}' (claim attaches it too)")
+        }
+        Error::ForeignProgram { iface, .. } => format!(
+            "remove it first ('ip link set dev {iface} xdp off', or its loader's unload command), or run 'slotctl attach {iface} --force' to replace it"
+        ),
+        Error::ForeignLink { .. } => "stop or ask the program that attached it".into(),
+        Error::CorruptState { iface, path, .. } => format!(
+            "inspect it with 'bpftool map dump pinned {}/slots', and reset it with 'slotctl detach {iface} --force'",
+            path.display()
+        ),
+        Error::BadObject { .. } => {
+            "pass an ELF object built for BPF (clang -target bpf, or aya-ebpf)".into()
+        }
+        Error::NoXdpProgram { .. } => {
+            "build it with SEC(\"xdp\") in C or #[xdp] with aya-ebpf".into()
+        }
+        Error::NoSuchProgram { .. } | Error::AmbiguousProgram { .. } => {
+            "pick one with --program".into()
+        }
+        Error::VerifierRejected { .. } => {
+            "fix the program (the full verifier log is shown with RUST_LOG=debug)".into()
+        }
+        Error::ExtensionRefused { reason, .. } => match reason {
+            ExtensionRefusal::KernelRefusesExtensions => {
+                "this kernel refuses extensions: use --backend tailcall (or auto)".into()
+            }
+            ExtensionRefusal::NotPacketChanging { .. } => {
+                "the slot functions are packet-changing, so the object may be built for another target".into()
+            }
+            _ => "check the program's signature: an XDP program taking struct xdp_md *".into(),
+        },
+        Error::TailCallRefused { .. } => {
+            "use the freplace backend, or a program built without xdp.frags".into()
+        }
+        Error::PriorityOutOfRange { .. } => "pass --prio between 0 and 1000".into(),
+        Error::NoSlotForPriority { .. } => {
+            "pick another priority, or release a slot".into()
+        }
+        Error::SlotsFull { iface, .. } => {
+            format!("release one first ('slotctl status {iface}')")
+        }
+        Error::BackendFull { backend, .. } => match backend {
+            Backend::TailCall => "the kernel allows 33 tail calls per packet: release one, or use the freplace backend on a kernel that allows it".into(),
+            _ => "release one first".into(),
+        },
+        Error::NameTaken { .. } => "pick another --name".into(),
+        Error::BadName { .. } => "pass another --name".into(),
+        Error::NotHeld { iface, .. } | Error::NoSuchClaim { iface, .. } => {
+            format!("'slotctl status {iface}' lists the claims")
+        }
+        Error::HeldByOther { .. } => "use --force to release it anyway".into(),
+        Error::SlotsInUse { .. } => "release them first, or detach with --force".into(),
+        Error::BackendUnsupported { backend, .. } => match backend {
+            Backend::Freplace => "use --backend tailcall (or auto)".into(),
+            _ => "run 'slotctl probe' to see what this kernel allows".into(),
+        },
+        Error::ChainInstalled { iface, .. } => {
+            format!("remove it first with 'slotctl chain {iface} --remove'")
+        }
+        Error::ChainNeedsFreplace { .. } => {
+            "the default chain rule (--proceed-on per claim) works on every kernel".into()
+        }
+        Error::NoXdpLink { .. } => "upgrade the kernel".into(),
+        _ => return None,
+    })
+}
