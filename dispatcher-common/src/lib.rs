@@ -6,7 +6,7 @@
 //! empty. Both sides compile this crate, so they cannot drift apart.
 //!
 //! # The datapath in one paragraph
-//! The dispatcher reads [`Control::active`], a 100-bit bitmap, and calls
+//! The dispatcher reads [`Control::active`], a [`SLOT_COUNT`]-bit bitmap, and calls
 //! `slot_N(ctx)` for every set bit in increasing `N`. An empty slot (no
 //! extension linked, nothing in its program array) returns [`SLOT_EMPTY`] and
 //! the dispatcher moves on. A filled slot returns an XDP action; the chain
@@ -15,11 +15,65 @@
 //! chain runs out, the packet gets `XDP_PASS`.
 #![no_std]
 
-/// Number of slots in the dispatcher: `slot_0` .. `slot_99`.
+/// Number of slots in the dispatcher: `slot_0` .. `slot_<SLOT_COUNT - 1>`.
+///
+/// Changing it is this one edit: the eBPF dispatcher generates its slot
+/// functions, program arrays and walk from it (its build.rs), and the
+/// assertions below refuse a count that the layout or the kernel cannot take.
 pub const SLOT_COUNT: usize = 100;
 
 /// Words in the active bitmap (64 slots per word).
 pub const ACTIVE_WORDS: usize = SLOT_COUNT.div_ceil(64);
+
+/// Functions one BPF program may have, itself included (the kernel's
+/// BPF_MAX_SUBPROGS).
+pub const MAX_SUBPROGS: usize = 256;
+
+/// Functions of the dispatcher program besides the slots: the entry point
+/// and `chain_decide`.
+pub const OTHER_FUNCS: usize = 2;
+
+/// Most slots the dispatcher can hold. Its entry point is one BPF function
+/// with the walk written out four times (once per flag combination): about
+/// 165 instructions per slot, about 180 after the kernel's rewrites (it
+/// inlines the per-slot `STATS` lookups), and a BPF jump reaches at most
+/// 32767 instructions. Measured with LLVM 22 on Linux 6.18: 181 slots load,
+/// 182 fail to load ("cannot be patched due to 16-bit range"), 198 fail to
+/// link ("Branch target out of insn range"). 176 leaves a margin for
+/// kernels that rewrite more.
+pub const MAX_SLOT_COUNT: usize = 176;
+
+// Limits the slot count implies.
+const _: () = assert!(SLOT_COUNT >= 1, "SLOT_COUNT: at least one slot");
+const _: () = assert!(
+    SLOT_COUNT <= MAX_SLOT_COUNT,
+    "SLOT_COUNT: the dispatcher's walk must fit the reach of a BPF jump (MAX_SLOT_COUNT)"
+);
+const _: () = assert!(
+    SLOT_COUNT <= u8::MAX as usize,
+    "SLOT_COUNT: Control::walk_end (a u8) holds one past the highest slot"
+);
+const _: () = assert!(
+    SLOT_COUNT + OTHER_FUNCS <= MAX_SUBPROGS,
+    "SLOT_COUNT: every slot is a function of the dispatcher program, and the \
+     verifier takes at most MAX_SUBPROGS (256) functions per program"
+);
+const _: () = assert!(
+    names::SLOT_PROG_MAP_PREFIX.len() + decimal_digits(SLOT_COUNT - 1) < MAX_MAP_NAME,
+    "SLOT_COUNT: slot program array names must fit the kernel's map name"
+);
+
+/// Longest map name the kernel takes, with its NUL (BPF_OBJ_NAME_LEN).
+pub const MAX_MAP_NAME: usize = 16;
+
+const fn decimal_digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
 
 /// What a slot returns when nothing fills it. Not an XDP action (those are
 /// 0..=4), so the dispatcher can tell "empty" from any verdict. The eBPF side
@@ -33,13 +87,52 @@ pub const MAX_USED_MAPS: usize = 64;
 /// CONTROL and STATS (SLOTS is only userspace's).
 pub const OTHER_MAPS: usize = 2;
 
+/// Program arrays the dispatcher can use: [`MAX_USED_MAPS`] less
+/// [`OTHER_MAPS`].
+pub const PROG_ARRAY_BUDGET: usize = MAX_USED_MAPS - OTHER_MAPS;
+
+/// Slots out of `slots` with a program array under the pattern "the first
+/// `per` of every `period` slots".
+const fn pattern_slots(slots: usize, period: usize, per: usize) -> usize {
+    let rest = slots % period;
+    slots / period * per + if rest < per { rest } else { per }
+}
+
+/// `(period, per)` for `slots` slots: the densest pattern "the first `per`
+/// of every `period` slots", with a period of at most 5 so that every
+/// priority range has some, whose arrays fit [`PROG_ARRAY_BUDGET`]; on a tie
+/// the shorter period. With 100 slots: `(5, 3)`, 60 arrays.
+pub const fn prog_array_pattern(slots: usize) -> (usize, usize) {
+    let mut best = (1, 0);
+    let mut best_slots = 0;
+    let mut period = 1;
+    while period <= 5 {
+        let mut per = 1;
+        while per <= period {
+            let n = pattern_slots(slots, period, per);
+            if n <= PROG_ARRAY_BUDGET && n > best_slots {
+                best = (period, per);
+                best_slots = n;
+            }
+            per += 1;
+        }
+        period += 1;
+    }
+    best
+}
+
+/// [`prog_array_pattern`] of [`SLOT_COUNT`].
+pub const PROG_ARRAY_PATTERN: (usize, usize) = prog_array_pattern(SLOT_COUNT);
+
 /// Can slot `n` be filled by tail call, i.e. does it have its own
 /// single-entry program array? Every slot is an freplace target, but one
-/// program may use only [`MAX_USED_MAPS`] maps, so 60 of the 100 slots get
-/// an array: `n % 5 < 3`, spread evenly so that every priority range has
-/// some. (At most [`MAX_TAIL_CALLS`] of them can run per packet anyway.)
+/// program may use only [`MAX_USED_MAPS`] maps, so only some slots get an
+/// array: the first `per` of every `period` slots ([`PROG_ARRAY_PATTERN`]),
+/// so that every priority range has some. With 100 slots that is
+/// `n % 5 < 3`, 60 arrays. (At most [`MAX_TAIL_CALLS`] of them can run per
+/// packet anyway.)
 pub const fn has_prog_array(n: usize) -> bool {
-    n < SLOT_COUNT && n % 5 < 3
+    n < SLOT_COUNT && n % PROG_ARRAY_PATTERN.0 < PROG_ARRAY_PATTERN.1
 }
 
 /// Number of slots with a program array.
@@ -55,7 +148,19 @@ pub const TAIL_CALL_SLOTS: usize = {
     n
 };
 
-const _: () = assert!(TAIL_CALL_SLOTS + OTHER_MAPS <= MAX_USED_MAPS);
+const _: () = assert!(
+    TAIL_CALL_SLOTS + OTHER_MAPS <= MAX_USED_MAPS,
+    "more program arrays than one program may use maps"
+);
+const _: () = assert!(
+    TAIL_CALL_SLOTS
+        >= if SLOT_COUNT < MAX_TAIL_CALLS {
+            SLOT_COUNT
+        } else {
+            MAX_TAIL_CALLS
+        },
+    "the tail-call backend must be able to fill as many slots as may run per packet"
+);
 
 /// The kernel stops tail calls after this many per packet (MAX_TAIL_CALL_CNT
 /// is 33): with the tail-call backend at most this many slots can be active.
@@ -63,6 +168,11 @@ pub const MAX_TAIL_CALLS: usize = 33;
 
 /// Number of XDP actions counted per slot: ABORTED, DROP, PASS, TX, REDIRECT.
 pub const XDP_ACTIONS: usize = 5;
+
+const _: () = assert!(
+    XDP_ACTIONS <= 8,
+    "a proceed-on mask holds one bit per action in a byte"
+);
 
 /// Proceed-on mask bit for an XDP action (`1 << action`); masks hold the
 /// five actions in a byte.
@@ -77,7 +187,7 @@ pub const DEFAULT_PROCEED_ON: u32 = action_bit(2);
 pub mod names {
     /// The XDP entry point.
     pub const DISPATCHER: &str = "dispatcher";
-    /// Slot functions are `slot_0` .. `slot_99`.
+    /// Slot functions are `slot_0` .. `slot_<SLOT_COUNT - 1>`.
     pub const SLOT_FN_PREFIX: &str = "slot_";
     /// The replaceable chain-decision function.
     pub const CHAIN_FN: &str = "chain_decide";
@@ -319,3 +429,28 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 6 * 4 + 2 * 8 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<SlotStats>() == 8 * (1 + XDP_ACTIONS));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 100 slots keep the arrays they always had: `n % 5 < 3`.
+    #[test]
+    fn hundred_slots_have_arrays_where_n_mod_5_is_below_3() {
+        assert_eq!(prog_array_pattern(100), (5, 3));
+    }
+
+    /// Every count the function limit allows gets a pattern within the map
+    /// budget, with arrays for at least a packet's worth of tail calls and
+    /// one in every five slots.
+    #[test]
+    fn every_allowed_count_has_a_pattern_within_budget() {
+        for slots in 1..=MAX_SUBPROGS - OTHER_FUNCS {
+            let (period, per) = prog_array_pattern(slots);
+            assert!(period <= 5 && per >= 1, "{slots} slots");
+            let n = pattern_slots(slots, period, per);
+            assert!(n <= PROG_ARRAY_BUDGET, "{slots} slots: {n} arrays");
+            assert!(n >= slots.min(MAX_TAIL_CALLS), "{slots} slots: {n} arrays");
+        }
+    }
+}

@@ -408,6 +408,50 @@ fn lower_slot_runs_first() -> Result<()> {
     Ok(())
 }
 
+/// Every slot with a program array runs when it is the only active one,
+/// whatever its bitmap word and byte group: the walk covers every slot of
+/// the contract's count.
+#[test]
+fn every_tail_call_slot_runs() -> Result<()> {
+    let mut d = Dispatcher::load()?;
+    let count = TestProg::load("xdp_count")?;
+    let slots = tail_call_slots();
+    for &n in &slots {
+        d.fill(n, count.fd()?)?;
+    }
+    for (i, &n) in slots.iter().enumerate() {
+        d.activate(&[n])?;
+        assert_eq!(d.run(&udp_frame())?, PASS, "slot {n}");
+        assert_eq!(count.counted()?, i as u64 + 1, "slot {n} did not run");
+    }
+    Ok(())
+}
+
+/// Consecutive tail-call slots run in order, across every byte group and
+/// bitmap word boundary.
+#[test]
+fn neighbours_run_in_order_everywhere() -> Result<()> {
+    let mut d = Dispatcher::load()?;
+    let count = TestProg::load("xdp_count")?;
+    let drop = TestProg::load("xdp_drop")?;
+    for pair in tail_call_slots().windows(2) {
+        let (lo, hi) = (pair[0], pair[1]);
+        d.fill(lo, count.fd()?)?;
+        d.fill(hi, drop.fd()?)?;
+        d.activate(&[lo, hi])?;
+        let before = count.counted()?;
+        assert_eq!(d.run(&udp_frame())?, DROP, "({lo}, {hi})");
+        assert_eq!(count.counted()?, before + 1, "slot {lo} did not run");
+        d.fill(lo, drop.fd()?)?;
+        d.fill(hi, count.fd()?)?;
+        assert_eq!(d.run(&udp_frame())?, DROP, "({lo}, {hi})");
+        assert_eq!(count.counted()?, before + 1, "slot {hi} ran after a DROP");
+        d.empty(lo)?;
+        d.empty(hi)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn emptied_slot_passes_through_again() -> Result<()> {
     let mut d = Dispatcher::load()?;
