@@ -24,7 +24,7 @@ pub fn is_ipv4_udp(ctx: &XdpContext) -> bool {
     }
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
