@@ -6,13 +6,15 @@
 //! empty. Both sides compile this crate, so they cannot drift apart.
 //!
 //! # The datapath in one paragraph
-//! The dispatcher reads [`Control::active`], a [`SLOT_COUNT`]-bit bitmap, and calls
-//! `slot_N(ctx)` for every set bit in increasing `N`. An empty slot (no
-//! extension linked, nothing in its program array) returns [`SLOT_EMPTY`] and
-//! the dispatcher moves on. A filled slot returns an XDP action; the chain
-//! decision (`chain_decide`, or the same rule inline) then decides whether the
-//! next slot runs, from the slot's [`Control::proceed_on`] mask. When the
-//! chain runs out, the packet gets `XDP_PASS`.
+//! The dispatcher reads the run table packets currently use
+//! ([`Control::current`] picks one of [`Control::tables`]) and calls
+//! `slot_N(ctx)` for the slot `N` at each run position in turn. An empty slot
+//! (no extension linked, nothing in its program array) returns
+//! [`SLOT_EMPTY`] and the dispatcher moves on. A filled slot returns an XDP
+//! action; the chain decision (`chain_decide`, or the same rule inline) then
+//! decides whether the next position runs, from the slot's
+//! [`Control::proceed_on`] mask. When the table runs out, the packet gets
+//! `XDP_PASS`. The slot index says nothing about order: the table does.
 #![no_std]
 
 /// Number of slots in the dispatcher: `slot_0` .. `slot_<SLOT_COUNT - 1>`.
@@ -22,36 +24,23 @@
 /// assertions below refuse a count that the layout or the kernel cannot take.
 pub const SLOT_COUNT: usize = 100;
 
-/// Words in the active bitmap (64 slots per word).
-pub const ACTIVE_WORDS: usize = SLOT_COUNT.div_ceil(64);
-
 /// Functions one BPF program may have, itself included (the kernel's
 /// BPF_MAX_SUBPROGS).
 pub const MAX_SUBPROGS: usize = 256;
 
-/// Functions of the dispatcher program besides the slots: the entry point
-/// and `chain_decide`.
-pub const OTHER_FUNCS: usize = 2;
+/// Functions of the dispatcher program besides the slots: the entry point,
+/// `chain_decide` and `run_slot`.
+pub const OTHER_FUNCS: usize = 3;
 
-/// Most slots the dispatcher can hold. Its entry point is one BPF function
-/// with the walk written out four times (once per flag combination): about
-/// 165 instructions per slot, about 180 after the kernel's rewrites (it
-/// inlines the per-slot `STATS` lookups), and a BPF jump reaches at most
-/// 32767 instructions. Measured with LLVM 22 on Linux 6.18: 181 slots load,
-/// 182 fail to load ("cannot be patched due to 16-bit range"), 198 fail to
-/// link ("Branch target out of insn range"). 176 leaves a margin for
-/// kernels that rewrite more.
-pub const MAX_SLOT_COUNT: usize = 176;
+/// Most slots the dispatcher can hold: a run table names a slot in a byte,
+/// and every slot is a function of one program (see the assertions below).
+pub const MAX_SLOT_COUNT: usize = MAX_SUBPROGS - OTHER_FUNCS;
 
 // Limits the slot count implies.
 const _: () = assert!(SLOT_COUNT >= 1, "SLOT_COUNT: at least one slot");
 const _: () = assert!(
-    SLOT_COUNT <= MAX_SLOT_COUNT,
-    "SLOT_COUNT: the dispatcher's walk must fit the reach of a BPF jump (MAX_SLOT_COUNT)"
-);
-const _: () = assert!(
     SLOT_COUNT <= u8::MAX as usize,
-    "SLOT_COUNT: Control::walk_end (a u8) holds one past the highest slot"
+    "SLOT_COUNT: a run table holds slots and its length in bytes"
 );
 const _: () = assert!(
     SLOT_COUNT + OTHER_FUNCS <= MAX_SUBPROGS,
@@ -205,7 +194,8 @@ pub mod names {
 /// Magic in [`Control::magic`]: identifies our dispatcher on an interface.
 pub const CONTROL_MAGIC: u32 = 0x5105_d15c;
 /// Layout version of the maps below; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 1;
+/// 1: slot order was run order (an active bitmap); 2: run tables.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// [`Control::flags`]: count packets and verdicts per slot in `STATS`.
 pub const FLAG_STATS: u32 = 1 << 0;
@@ -213,17 +203,61 @@ pub const FLAG_STATS: u32 = 1 << 0;
 /// instead of evaluating the default rule inline.
 pub const FLAG_CUSTOM_CHAIN: u32 = 1 << 1;
 
+/// A run order: which slot runs at each position.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct RunTable {
+    /// Positions in use: the walk runs `order[0..len]`.
+    pub len: u8,
+    /// The slot at each position.
+    pub order: [u8; SLOT_COUNT],
+}
+
+impl RunTable {
+    /// No position in use.
+    pub const EMPTY: Self = Self {
+        len: 0,
+        order: [0; SLOT_COUNT],
+    };
+
+    /// The slots in run order.
+    pub fn slots(&self) -> &[u8] {
+        let len = (self.len as usize).min(SLOT_COUNT);
+        &self.order[..len]
+    }
+
+    /// The run position of `slot`, if it has one.
+    pub fn position(&self, slot: usize) -> Option<usize> {
+        self.slots().iter().position(|&s| s as usize == slot)
+    }
+
+    /// A table running `slots` in the order given (each below
+    /// [`SLOT_COUNT`], at most [`SLOT_COUNT`] of them).
+    pub fn from_slots(slots: &[usize]) -> Self {
+        let mut t = Self::EMPTY;
+        for (p, &s) in slots.iter().take(SLOT_COUNT).enumerate() {
+            t.order[p] = s as u8;
+        }
+        t.len = slots.len().min(SLOT_COUNT) as u8;
+        t
+    }
+}
+
 /// The one entry of the `CONTROL` map: what the dispatcher reads per packet.
 ///
-/// Userspace writes it whole (a map update), but every change it makes
-/// touches a single byte (a slot's active bit, a flag, a slot's proceed-on
-/// mask), so a packet sees the old or the new state and never a mixture.
+/// The run order is double-buffered. A packet reads [`Control::current`]
+/// once and then only the table it names; userspace writes the other table,
+/// then flips `current` (one byte), then waits until no packet can still be
+/// reading the old table before it ever writes that table again. So a
+/// packet sees one whole run order, old or new. Every other change
+/// (a flag, a slot's proceed-on mask) touches a single byte that no packet
+/// reads mid-change: a mask is written while its slot is in no table
+/// packets may read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct Control {
-    /// Bit `N % 64` of word `N / 64` set: `slot_N` runs.
-    pub active: [u64; ACTIVE_WORDS],
     /// `FLAG_*`.
     pub flags: u32,
     /// [`CONTROL_MAGIC`] once userspace has initialised the dispatcher.
@@ -244,27 +278,29 @@ pub struct Control {
     pub chain_prog_id: u32,
     /// Reserved, zero.
     pub _reserved: u32,
+    /// The table packets read: `tables[current & 1]`.
+    pub current: u8,
+    /// 1 when no packet can be reading the other table (userspace waited
+    /// after the last flip); 0 after a flip until then. A writer that finds
+    /// 0 waits before writing the other table.
+    pub settled: u8,
+    /// The two run tables.
+    pub tables: [RunTable; 2],
     /// Per slot: bit `1 << action` set means that after the slot returns
-    /// `action`, the next active slot runs; otherwise `action` is the
-    /// packet's verdict. Here rather than in `SLOTS` so that the datapath
-    /// reads one map value per packet; written while the slot is inactive.
+    /// `action`, the next position runs; otherwise `action` is the packet's
+    /// verdict. Here rather than in `SLOTS` so that the datapath reads one
+    /// map value per packet.
     pub proceed_on: [u8; SLOT_COUNT],
-    /// One past the highest active slot (0: none): the walk stops there.
-    /// Raised after a slot's activation, lowered before its deactivation,
-    /// so a packet that sees a stale value only skips a slot that is being
-    /// switched on or off.
-    pub walk_end: u8,
     /// Pads the struct to a multiple of 8 bytes; zero.
     pub _pad: [u8; CONTROL_PAD],
 }
 
-/// Padding after [`Control::walk_end`].
-pub const CONTROL_PAD: usize = (8 - (SLOT_COUNT + 1) % 8) % 8;
+/// Padding after [`Control::proceed_on`].
+pub const CONTROL_PAD: usize = (8 - (2 + 2 * (1 + SLOT_COUNT) + SLOT_COUNT) % 8) % 8;
 
 impl Default for Control {
     fn default() -> Self {
         Self {
-            active: [0; ACTIVE_WORDS],
             flags: 0,
             magic: 0,
             version: 0,
@@ -275,51 +311,37 @@ impl Default for Control {
             ifname: [0; 16],
             chain_prog_id: 0,
             _reserved: 0,
+            current: 0,
+            settled: 1,
+            tables: [RunTable::EMPTY; 2],
             proceed_on: [DEFAULT_PROCEED_ON as u8; SLOT_COUNT],
-            walk_end: 0,
             _pad: [0; CONTROL_PAD],
         }
     }
 }
 
 impl Control {
-    /// Is `slot`'s active bit set?
-    pub const fn is_active(&self, slot: usize) -> bool {
-        self.active[slot / 64] & (1 << (slot % 64)) != 0
+    /// The table packets read.
+    pub fn run_table(&self) -> &RunTable {
+        &self.tables[(self.current & 1) as usize]
     }
 
-    /// Set or clear `slot`'s active bit and keep `walk_end` right (for a
-    /// value written whole; a live dispatcher's userspace writes the two
-    /// fields in two steps, see [`Control::walk_end`]).
-    pub fn set_active(&mut self, slot: usize, on: bool) {
-        self.set_active_bit(slot, on);
-        self.walk_end = self.highest_active().map_or(0, |h| h as u8 + 1);
+    /// Does `slot` have a run position?
+    pub fn is_active(&self, slot: usize) -> bool {
+        self.run_table().position(slot).is_some()
     }
 
-    /// Set or clear `slot`'s active bit alone.
-    pub fn set_active_bit(&mut self, slot: usize, on: bool) {
-        let bit = 1u64 << (slot % 64);
-        if on {
-            self.active[slot / 64] |= bit;
-        } else {
-            self.active[slot / 64] &= !bit;
-        }
+    /// Number of slots with a run position.
+    pub fn active_count(&self) -> u32 {
+        self.run_table().slots().len() as u32
     }
 
-    /// The highest active slot.
-    pub fn highest_active(&self) -> Option<usize> {
-        (0..SLOT_COUNT).rev().find(|&n| self.is_active(n))
-    }
-
-    /// Number of active slots.
-    pub const fn active_count(&self) -> u32 {
-        let mut n = 0;
-        let mut i = 0;
-        while i < ACTIVE_WORDS {
-            n += self.active[i].count_ones();
-            i += 1;
-        }
-        n
+    /// Makes `slots` the run order at once, in the table packets read: only
+    /// for a value no packet reads yet (a dispatcher not attached, a test's
+    /// own instance). A live dispatcher's order changes through the other
+    /// table and a flip (see the struct's documentation).
+    pub fn set_run_order(&mut self, slots: &[usize]) {
+        self.tables[(self.current & 1) as usize] = RunTable::from_slots(slots);
     }
 }
 
@@ -350,7 +372,8 @@ pub const MODE_NATIVE: u32 = 2;
 pub const NAME_LEN: usize = 32;
 
 /// One entry of the `SLOTS` map per slot: the claim record. The datapath
-/// never reads it; the slot's proceed-on mask is in [`Control::proceed_on`].
+/// never reads it; the slot's proceed-on mask is in [`Control::proceed_on`],
+/// its run position in the run tables.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -411,7 +434,7 @@ pub struct SlotStats {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Control, SlotConfig, SlotStats};
+    use super::{Control, RunTable, SlotConfig, SlotStats};
 
     // SAFETY: bytemuck's derive above proves these are plain old data
     // (`repr(C)`, integers only, no padding), which is what aya::Pod needs.
@@ -419,13 +442,15 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for SlotConfig {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for RunTable {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for SlotStats {}
 }
 
 // No padding anywhere: the sizes are the sums of the fields.
 const _: () = assert!(
     core::mem::size_of::<Control>()
-        == 8 * ACTIVE_WORDS + 8 * 4 + 8 + 16 + SLOT_COUNT + 1 + CONTROL_PAD
+        == 8 * 4 + 8 + 16 + 2 + 2 * (1 + SLOT_COUNT) + SLOT_COUNT + CONTROL_PAD
 );
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 6 * 4 + 2 * 8 + NAME_LEN);
 const _: () = assert!(core::mem::size_of::<SlotStats>() == 8 * (1 + XDP_ACTIONS));

@@ -1,11 +1,11 @@
 //! Claiming a slot: the protocol of docs/design.md, "Claim".
 //!
-//! Under the interface's exclusive lock: collect, pick a slot, then
-//! 1. write the slot's proceed-on mask (the slot is inactive),
+//! Under the interface's exclusive lock: collect, pick a free slot, then
+//! 1. write the slot's proceed-on mask (the slot has no run position),
 //! 2. load the program,
 //! 3. write the record (state, priority, backend, program id),
 //! 4. fill the slot,
-//! 5. set its active bit.
+//! 5. give it its run position (a new run order, by priority).
 //!
 //! A finished claim is always active and the lock excludes other writers,
 //! so a claimed-but-inactive record seen under the lock is a claim that
@@ -18,7 +18,7 @@ use crate::{
     crash,
     error::{Error, Result},
     objects::Objects,
-    placement::{self, DEFAULT_PRIO, PRIO_MAX, Taken},
+    placement::{self, DEFAULT_PRIO, PRIO_MAX},
     program::{self, Inspected, ProgramSource},
     record::{Record, SlotState, encode_name},
 };
@@ -126,17 +126,8 @@ fn choose_slot<O: Objects>(
             slot: n,
         });
     }
-    let taken: Vec<Taken> = records
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !r.is_free())
-        .map(|(slot, r)| Taken {
-            slot,
-            prio: (r.state != SlotState::Draining).then_some(r.prio),
-            name: r.name.clone(),
-        })
-        .collect();
-    if taken.len() == SLOT_COUNT {
+    let taken = records.iter().filter(|r| !r.is_free()).count();
+    if taken == SLOT_COUNT {
         return Err(Error::SlotsFull {
             iface: iface(),
             count: SLOT_COUNT,
@@ -156,12 +147,12 @@ fn choose_slot<O: Objects>(
             max: backend.capacity(),
         });
     }
-    placement::place(&taken, prep.prio, |n| backend.can_fill(n)).map_err(|room| {
-        Error::NoSlotForPriority {
+    // Free slots this backend can fill can run out before its capacity
+    // does only while draining claims hold some.
+    placement::place(|n| !records[n].is_free(), |n| backend.can_fill(n)).ok_or_else(|| {
+        Error::SlotsFull {
             iface: iface(),
-            prio: prep.prio,
-            before: room.before,
-            after: room.after,
+            count: SLOT_COUNT,
         }
     })
 }

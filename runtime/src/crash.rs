@@ -30,11 +30,15 @@ pub const POINTS: &[&str] = &[
     "tailcall::filled",
     "freplace::linked",
     "claim::filled",
-    "state::activating",
     "claim::active",
+    // a new run order, for a claim's activation and for a retirement's
+    // deactivation: the table packets do not read written, then switched to
+    "activate::staged",
+    "activate::flipped",
+    "deactivate::staged",
+    "deactivate::flipped",
     // retiring a claim (release, the holder's release, collection):
     // inactive, emptied, free
-    "state::deactivating",
     "retire::inactive",
     "tailcall::cleared",
     "retire::emptied",

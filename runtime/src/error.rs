@@ -14,28 +14,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A boxed underlying cause (an aya error, an I/O error).
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A claim next to the place a new claim would need, named in
-/// [`Error::NoSlotForPriority`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Neighbour {
-    /// Its slot.
-    pub slot: usize,
-    /// Its claim name.
-    pub name: String,
-    /// Its priority.
-    pub prio: u32,
-}
-
-impl std::fmt::Display for Neighbour {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "slot {} ({}, priority {})",
-            self.slot, self.name, self.prio
-        )
-    }
-}
-
 /// Why the kernel refused a program as an extension of a slot function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -231,24 +209,6 @@ pub enum Error {
         prio: u32,
         /// The highest allowed.
         max: u32,
-    },
-
-    /// No free slot sits between the claims a priority must run after and
-    /// before.
-    #[error(
-        "no free slot on {iface} keeps the priority order for priority {prio}: it must run {} and {}, and no usable slot between them is free",
-        before.as_ref().map_or("first".into(), |n| format!("after {n}")),
-        after.as_ref().map_or("last".into(), |n| format!("before {n}"))
-    )]
-    NoSlotForPriority {
-        /// The interface.
-        iface: String,
-        /// The priority asked for.
-        prio: u32,
-        /// The last claim that must run before it.
-        before: Option<Neighbour>,
-        /// The first claim that must run after it.
-        after: Option<Neighbour>,
     },
 
     /// Every slot is claimed.

@@ -8,6 +8,10 @@
 //!   ([`Sim::kernel_work`]).
 //! - A link lives while a pin or an fd refers to it; one link per slot.
 //! - A process's fds close when it exits ([`Sim::kill`]).
+//! - Packets may be reading the current run table, and after a switch the
+//!   old one too until a grace period passes ([`Objects::quiesce`]).
+//!   Writing a table packets may read, or emptying a slot they may run, is
+//!   a protocol error: the fake panics.
 //! - After an armed crash point fires (see `crash::sim`), every operation
 //!   fails without effect, as if the process had died there.
 use std::{
@@ -51,6 +55,11 @@ struct Link {
 #[derive(Debug)]
 pub(crate) struct Sim {
     control: Control,
+    /// Run tables packets may be reading: the current one, and the other
+    /// one after a flip until a quiesce.
+    tables_read: [bool; 2],
+    /// Quiesces (grace periods waited for).
+    pub quiesces: usize,
     records: Vec<SlotConfig>,
     arrays: Vec<Option<Array>>,
     links: Vec<Option<Link>>,
@@ -76,6 +85,8 @@ impl Sim {
         };
         Rc::new(RefCell::new(Sim {
             control,
+            tables_read: [true, false],
+            quiesces: 0,
             records: vec![SlotConfig::FREE; SLOT_COUNT],
             arrays: (0..SLOT_COUNT)
                 .map(|n| {
@@ -198,7 +209,6 @@ impl Sim {
     pub fn check_whole(&self) {
         let c = &self.control;
         let mut claimed_progs = HashSet::new();
-        let mut last_prio = 0;
         for n in 0..SLOT_COUNT {
             let rec = Record::decode(n, &self.records[n]).expect("records decode");
             let active = c.is_active(n);
@@ -219,8 +229,6 @@ impl Sim {
                         assert!(self.alive.contains(&rec.owner.pid), "{what}");
                     }
                     assert!(active, "{what}");
-                    assert!(rec.prio >= last_prio, "run order: {what}");
-                    last_prio = rec.prio;
                     claimed_progs.insert(rec.prog_id);
                     match rec.backend.expect("a claim has a backend") {
                         Backend::TailCall => {
@@ -249,8 +257,25 @@ impl Sim {
                 }
             }
         }
-        let walk_end = c.highest_active().map_or(0, |h| h + 1);
-        assert_eq!(c.walk_end as usize, walk_end, "walk_end");
+        // The run order is priority order, each slot once.
+        let order = c.run_table().slots();
+        let prios: Vec<u32> = order
+            .iter()
+            .map(|&n| {
+                Record::decode(n as usize, &self.records[n as usize])
+                    .unwrap()
+                    .prio
+            })
+            .collect();
+        assert!(
+            prios.windows(2).all(|w| w[0] <= w[1]),
+            "run order {order:?} has priorities {prios:?}"
+        );
+        let mut unique = order.to_vec();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), order.len(), "run order {order:?}");
+        assert_eq!(c.settled, 1, "a change is still settling");
         let held_by_live: HashSet<u32> = self
             .fds
             .iter()
@@ -334,6 +359,20 @@ impl Objects for Fake {
 
     fn write_control(&mut self, c: &Control) -> Result<()> {
         let mut s = self.live()?;
+        for t in 0..2 {
+            assert!(
+                c.tables[t] == s.control.tables[t] || !s.tables_read[t],
+                "run table {t} written while packets may read it"
+            );
+        }
+        if c.current != s.control.current {
+            s.tables_read[(c.current & 1) as usize] = true;
+        }
+        let other = 1 - (c.current & 1) as usize;
+        assert!(
+            c.settled == 0 || !s.tables_read[other],
+            "settled while packets may read the other table"
+        );
         for n in 0..SLOT_COUNT {
             if c.is_active(n) != s.control.is_active(n) {
                 let what = if c.is_active(n) {
@@ -463,6 +502,12 @@ impl Objects for Fake {
 
     fn empty(&mut self, backend: Backend, n: usize, hold: Option<&mut FakeHold>) -> Result<()> {
         let mut s = self.live()?;
+        for t in 0..2 {
+            assert!(
+                !s.tables_read[t] || s.control.tables[t].position(n).is_none(),
+                "emptying slot {n}, which packets may still run (table {t})"
+            );
+        }
         s.log.push(format!("empty {n}"));
         match backend {
             Backend::TailCall => {
@@ -500,6 +545,14 @@ impl Objects for Fake {
                 a.pending_clear = false;
             }
         }
+        Ok(())
+    }
+
+    fn quiesce(&self) -> Result<()> {
+        let mut s = self.live()?;
+        let current = (s.control.current & 1) as usize;
+        s.tables_read[1 - current] = false;
+        s.quiesces += 1;
         Ok(())
     }
 

@@ -53,7 +53,7 @@ pub use backend::Backend;
 pub use chain::ChainClaim;
 pub use claim::ClaimRequest;
 pub use dispatcher::{Mode, OBJECT as DISPATCHER, slot_array_ids};
-pub use error::{Cause, Error, ExtensionRefusal, Neighbour, Result, chain as error_chain};
+pub use error::{Cause, Error, ExtensionRefusal, Result, chain as error_chain};
 pub use handle::Claim;
 pub use iface::Iface;
 pub use placement::{DEFAULT_PRIO, PRIO_MAX};

@@ -8,7 +8,7 @@
 //! kernel; the integration tests run the same code against the real one.
 use std::collections::HashSet;
 
-use dispatcher_common::{Control, SLOT_COUNT};
+use dispatcher_common::{Control, RunTable, SLOT_COUNT};
 
 use crate::{
     backend::Backend,
@@ -76,6 +76,10 @@ pub(crate) trait Objects {
     fn settle_dead_hold(&self, backend: Backend, n: usize, prog_id: u32) -> Result<()>;
     /// Removes every backend's leftovers from free slot `n`; true if any.
     fn sweep_free(&mut self, n: usize) -> Result<bool>;
+    /// Waits until every dispatcher run that started before the call has
+    /// finished (an RCU grace period): after it, no packet reads a run
+    /// table it read before.
+    fn quiesce(&self) -> Result<()>;
 
     /// Slot `n`'s record, decoded.
     fn record(&self, n: usize) -> Result<Record> {
@@ -92,37 +96,66 @@ pub(crate) trait Objects {
         self.write_raw_record(n, &r.encode())
     }
 
-    /// Sets or clears slot `n`'s active bit: the one write that makes the
-    /// datapath start or stop calling the slot. `walk_end` (where the walk
-    /// stops) is raised after an activation and lowered before a
-    /// deactivation, each write changing one byte, so a packet that sees a
-    /// stale value only skips the slot being switched.
+    /// Gives slot `n` a run position (`on`) or takes it away: the one change
+    /// that makes the datapath start or stop running the slot. A new
+    /// position comes after every slot of equal or lower priority, so the
+    /// run order is priority order and equal priorities run first come,
+    /// first served.
+    ///
+    /// The new order goes into the table packets do not read, then one
+    /// byte (`current`) switches packets to it, then this waits until no
+    /// packet can still be reading the old table ([`Objects::quiesce`]).
+    /// So a packet sees the old order or the new one, whole; and once this
+    /// returns, no packet runs a slot that was taken out. A change that died
+    /// before its wait leaves `settled` at 0, and the next change waits
+    /// first.
     fn set_active(&mut self, n: usize, on: bool) -> Result<()> {
         let mut c = self.control()?;
-        if on {
-            c.set_active_bit(n, true);
-            self.write_control(&c)?;
-            crash::point("state::activating")?;
-            if c.walk_end as usize <= n {
-                c.walk_end = n as u8 + 1;
-                self.write_control(&c)?;
-            }
-        } else {
-            let mut after = c;
-            after.set_active(n, false);
-            if after.walk_end < c.walk_end {
-                c.walk_end = after.walk_end;
-                self.write_control(&c)?;
-            }
-            crash::point("state::deactivating")?;
-            c.set_active_bit(n, false);
+        if c.settled == 0 {
+            self.quiesce()?;
+            c.settled = 1;
             self.write_control(&c)?;
         }
-        Ok(())
+        let cur = (c.current & 1) as usize;
+        let mut order: Vec<usize> = c.tables[cur].slots().iter().map(|&s| s as usize).collect();
+        match (on, order.iter().position(|&s| s == n)) {
+            (true, Some(_)) | (false, None) => return Ok(()),
+            (true, None) => {
+                let prio = self.record(n)?.prio;
+                let mut at = 0;
+                for (p, &s) in order.iter().enumerate() {
+                    if self.record(s)?.prio <= prio {
+                        at = p + 1;
+                    }
+                }
+                order.insert(at, n);
+            }
+            (false, Some(p)) => {
+                order.remove(p);
+            }
+        }
+        c.tables[1 - cur] = RunTable::from_slots(&order);
+        c.settled = 0;
+        self.write_control(&c)?;
+        if on {
+            crash::point("activate::staged")?;
+        } else {
+            crash::point("deactivate::staged")?;
+        }
+        c.current = (1 - cur) as u8;
+        self.write_control(&c)?;
+        if on {
+            crash::point("activate::flipped")?;
+        } else {
+            crash::point("deactivate::flipped")?;
+        }
+        self.quiesce()?;
+        c.settled = 1;
+        self.write_control(&c)
     }
 
     /// Writes slot `n`'s proceed-on mask (`1 << action`); only while the
-    /// slot is inactive, in its own write (see `Control`).
+    /// slot has no run position (see `Control`).
     fn set_proceed_on(&mut self, n: usize, mask: u32) -> Result<()> {
         let mut c = self.control()?;
         c.proceed_on[n] = mask as u8;

@@ -152,7 +152,7 @@ pub(crate) fn tail_calls() -> Outcome {
         )
         .map_err(step("opening CONTROL"))?;
         let mut control = Control::default();
-        control.set_active(0, true);
+        control.set_run_order(&[0]);
         c.set(0, control, 0).map_err(step("writing CONTROL"))?;
         let name = format!("{}0", names::SLOT_PROG_MAP_PREFIX);
         let mut a = ProgramArray::try_from(

@@ -91,12 +91,61 @@ fn claims_in_any_arrival_order_run_in_priority_order() {
             kept.push(take(&mut p, &format!("c{i}"), prio, i % 2 == 0, b).unwrap());
             k.borrow().check_whole();
         }
-        let first = kept.iter().find(|c| c.name == "c0").unwrap().slot;
-        let second = kept.iter().find(|c| c.name == "c5").unwrap().slot;
+        let c = p.control().unwrap();
+        let pos = |name: &str| {
+            let slot = kept.iter().find(|c| c.name == name).unwrap().slot;
+            c.run_table().position(slot).unwrap()
+        };
         assert!(
-            first < second,
+            pos("c0") < pos("c5"),
             "equal priorities run first come, first served"
         );
+    }
+}
+
+/// Bisection order (150, 125, 175, 112, ...) and random order: every claim
+/// succeeds up to the backend's capacity, whatever the arrival order, and
+/// the run order is priority order.
+#[test]
+fn no_claim_is_refused_below_capacity_in_any_arrival_order() {
+    fn bisection(lo: u32, hi: u32, out: &mut Vec<u32>) {
+        if lo >= hi {
+            return;
+        }
+        let mid = (lo + hi) / 2;
+        out.push(mid);
+        bisection(lo, mid, out);
+        bisection(mid + 1, hi, out);
+    }
+    let mut bisected = Vec::new();
+    bisection(100, 200, &mut bisected);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random: Vec<u32> = (0..dispatcher_common::SLOT_COUNT as u32)
+        .map(|i| i * 10)
+        .collect();
+    for i in (1..random.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        random.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    for b in Backend::ALL {
+        for prios in [&bisected, &random] {
+            sim::arm(None);
+            let k = Sim::new();
+            let mut p = Sim::spawn(&k);
+            let mut kept = Vec::new();
+            for (i, &prio) in prios.iter().take(b.capacity()).enumerate() {
+                let c = take(&mut p, &format!("c{i}"), prio, true, b)
+                    .unwrap_or_else(|e| panic!("{b}: claim {i} at priority {prio}: {e}"));
+                kept.push(c);
+            }
+            assert_eq!(kept.len(), b.capacity().min(prios.len()));
+            k.borrow().check_whole();
+            assert_eq!(p.control().unwrap().active_count() as usize, kept.len());
+            // One grace period per change: the claims' activations.
+            assert_eq!(k.borrow().quiesces, kept.len(), "{b}");
+        }
     }
 }
 

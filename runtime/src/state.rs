@@ -5,8 +5,8 @@
 //! <root>/xdp_ns<netns cookie>_if<ifindex>/
 //!   link         XDP link: the dispatcher on the interface (survives us)
 //!   dispatcher   the dispatcher program (freplace target, map lookup)
-//!   control      CONTROL map: active bitmap, flags, proceed-on masks,
-//!                walk end, interface record
+//!   control      CONTROL map: the two run tables and which one packets
+//!                read, flags, proceed-on masks, interface record
 //!   slots        SLOTS map: per-slot claim records
 //!   stats        STATS map: per-slot per-CPU counters
 //!   prog_<N>     slot N's program array, pinned while the slot is free or
@@ -32,6 +32,7 @@ use crate::{
     owner, pin,
     program::{Inspected, Loaded, ProgramSource},
     record::Owner,
+    sys,
 };
 
 /// The pinned maps of one interface, opened.
@@ -181,6 +182,11 @@ impl Objects for State {
 
     fn settle_dead_hold(&self, backend: Backend, n: usize, prog_id: u32) -> Result<()> {
         backend.imp().settle_dead_hold(self, n, prog_id)
+    }
+
+    fn quiesce(&self) -> Result<()> {
+        sys::wait_for_bpf_programs()
+            .map_err(|e| Error::io("waiting for running dispatcher programs", e))
     }
 
     fn sweep_free(&mut self, n: usize) -> Result<bool> {

@@ -96,7 +96,9 @@ impl std::fmt::Display for ClaimState {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct ClaimStatus {
-    /// The slot.
+    /// Its run position (0 runs first), if it has one.
+    pub position: Option<usize>,
+    /// The slot (it says nothing about order).
     pub slot: usize,
     /// Lower runs first.
     pub prio: u32,
@@ -116,7 +118,7 @@ pub struct ClaimStatus {
     pub state: ClaimState,
     /// How the slot is filled.
     pub backend: Backend,
-    /// Does the datapath run the slot?
+    /// Does the datapath run the slot (it has a run position)?
     pub active: bool,
     /// Wall-clock time of the claim, seconds since the epoch.
     pub claimed_at: u64,
@@ -147,7 +149,8 @@ pub struct Status {
     pub custom_chain: Option<u32>,
     /// Slots the datapath runs.
     pub active_slots: u32,
-    /// Claims in run order (slot order).
+    /// Claims in run order, then those without a run position (draining or
+    /// stale) by slot.
     pub claims: Vec<ClaimStatus>,
 }
 
@@ -166,9 +169,11 @@ pub(crate) fn read(state: &State) -> Result<Status> {
         let Some(backend) = rec.backend.filter(|_| !rec.is_free()) else {
             continue;
         };
-        let active = control.is_active(n);
+        let position = control.run_table().position(n);
+        let active = position.is_some();
         let live = is_live(state, active, n, rec, &progs);
         claims.push(ClaimStatus {
+            position,
             slot: n,
             prio: rec.prio,
             name: rec.name.clone(),
@@ -189,6 +194,7 @@ pub(crate) fn read(state: &State) -> Result<Status> {
             counters: counters.as_ref().map(|c| c[n].clone()),
         });
     }
+    claims.sort_by_key(|c| (c.position.is_none(), c.position, c.slot));
     let ifname_end = control.ifname.iter().position(|&b| b == 0).unwrap_or(16);
     Ok(Status {
         iface: String::from_utf8_lossy(&control.ifname[..ifname_end]).into_owned(),

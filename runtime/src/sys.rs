@@ -213,6 +213,97 @@ pub fn xdp_detach_netlink(ifindex: u32, flags: u32) -> io::Result<()> {
     rtnl(libc::RTM_SETLINK, libc::NLM_F_ACK as u16, ifindex, &attrs).map(drop)
 }
 
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// The leading fields of `union bpf_attr` for BPF_MAP_CREATE; the kernel
+/// zero-fills the rest.
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+}
+
+/// `union bpf_attr` for BPF_MAP_UPDATE_ELEM.
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
+    // SAFETY: bpf(2) reads `size_of::<T>()` bytes of `attr`, a live
+    // `repr(C)` prefix of `union bpf_attr`; pointers in it outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const T,
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+fn map_create(attr: &MapCreateAttr) -> io::Result<OwnedFd> {
+    let fd = bpf(BPF_MAP_CREATE, attr)?;
+    // SAFETY: BPF_MAP_CREATE returned a fresh descriptor that nothing else
+    // owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until every BPF program run that started before the call has
+/// finished (the dispatcher included).
+///
+/// The kernel's own promise: after an update of a map-in-map, it waits for
+/// running non-sleepable BPF programs (`synchronize_rcu()` in
+/// `maybe_wait_bpf_programs`), so that userspace knows no program still
+/// uses the old value. This updates a private one-entry array of maps,
+/// which no program uses, for that wait alone.
+pub fn wait_for_bpf_programs() -> io::Result<()> {
+    let inner = map_create(&MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_flags: 0,
+        inner_map_fd: 0,
+    })?;
+    let outer = map_create(&MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY_OF_MAPS,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_flags: 0,
+        inner_map_fd: inner.as_raw_fd() as u32,
+    })?;
+    let key: u32 = 0;
+    let value: u32 = inner.as_raw_fd() as u32;
+    bpf(
+        BPF_MAP_UPDATE_ELEM,
+        &MapElemAttr {
+            map_fd: outer.as_raw_fd() as u32,
+            _pad: 0,
+            key: (&raw const key) as u64,
+            value: (&raw const value) as u64,
+            flags: 0,
+        },
+    )
+    .map(drop)
+}
+
 /// Is `path` on a bpffs mount?
 pub fn is_bpffs(path: &std::path::Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

@@ -71,9 +71,6 @@ pub fn advice(e: &Error) -> Option<String> {
             "use the freplace backend, or a program built without xdp.frags".into()
         }
         Error::PriorityOutOfRange { .. } => "pass --prio between 0 and 1000".into(),
-        Error::NoSlotForPriority { .. } => {
-            "pick another priority, or release a slot".into()
-        }
         Error::SlotsFull { iface, .. } => {
             format!("release one first ('slotctl status {iface}')")
         }

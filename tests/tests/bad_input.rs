@@ -189,21 +189,6 @@ fn bad_requests_are_refused_in_one_line_and_change_nothing() {
         &["priority 1001 is out of range", "0..=1000"],
     );
     w.slotctl(
-        "no free slot keeps the order",
-        &[
-            "claim",
-            &ifc,
-            &pass,
-            "--prio",
-            "0",
-            "--name",
-            "zero",
-            "--backend",
-            be,
-        ],
-        &["keeps the priority order", "slot 0 (keep", "slot 1 (held"],
-    );
-    w.slotctl(
         "a name already used",
         &[
             "claim",
@@ -340,9 +325,10 @@ fn all_slots_taken_is_refused_in_one_line_and_changes_nothing() {
             ..keep
         };
         slots.set(n as u32, record, 0).unwrap();
-        c.set_active(n, true);
         filled.push(n);
     }
+    let before: Vec<usize> = c.run_table().slots().iter().map(|&s| s as usize).collect();
+    c.set_run_order(&[before.clone(), filled.clone()].concat());
     control.set(0, c, 0).unwrap();
     assert_eq!(status(&w.env).claims.len(), dispatcher_common::SLOT_COUNT);
     w.slotctl(
@@ -352,8 +338,8 @@ fn all_slots_taken_is_refused_in_one_line_and_changes_nothing() {
     );
     for n in filled {
         slots.set(n as u32, SlotConfig::FREE, 0).unwrap();
-        c.set_active(n, false);
     }
+    c.set_run_order(&before);
     control.set(0, c, 0).unwrap();
     assert_eq!(w.env.send(10), 10);
     println!("figures: bad_input all_slots tried={}", w.tried);

@@ -77,13 +77,10 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Sets exactly the active bits of `slots`.
+    /// Makes `slots`, in this order, the run order.
     fn activate(&mut self, slots: &[usize]) -> Result<()> {
         let mut c = self.control()?;
-        c.active = [0; dispatcher_common::ACTIVE_WORDS];
-        for &s in slots {
-            c.set_active(s, true);
-        }
+        c.set_run_order(slots);
         self.write_control(c)
     }
 
@@ -289,7 +286,7 @@ fn active_filled_slot_sets_the_verdict() -> Result<()> {
     assert_eq!(d.run(&udp_frame())?, DROP, "filled and active");
     // The slot program's own logic decides: it passes what is not UDP.
     assert_eq!(d.run(&arp_frame())?, PASS);
-    // The last tail-call slot, in the second bitmap word, works the same way.
+    // The last tail-call slot works the same way.
     let last = *tail_call_slots().last().unwrap();
     d.activate(&[])?;
     d.fill(last, drop.fd()?)?;
@@ -377,40 +374,35 @@ fn chain_decide_applies_the_default_rule() -> Result<()> {
     Ok(())
 }
 
+/// The run table decides the order, not the slot index: a higher slot
+/// placed first runs first.
 #[test]
-fn lower_slot_runs_first() -> Result<()> {
+fn the_run_table_decides_the_order() -> Result<()> {
     let mut d = Dispatcher::load()?;
     let count = TestProg::load("xdp_count")?;
     let drop = TestProg::load("xdp_drop")?;
-    // Pairs in a byte group, across byte groups, across the two bitmap
-    // words, and the two ends.
-    let last = *tail_call_slots().last().unwrap();
-    for (lo, hi) in [(5, 6), (7, 10), (62, 65), (0, last)] {
-        // Filled high first, so fill order cannot be what decides.
+    let slots = tail_call_slots();
+    let last = *slots.last().unwrap();
+    for (lo, hi) in [(slots[0], slots[1]), (slots[2], slots[3]), (slots[0], last)] {
         d.fill(hi, count.fd()?)?;
         d.fill(lo, drop.fd()?)?;
-        d.activate(&[lo, hi])?;
+        // hi first: the counter runs, then the dropper.
+        d.activate(&[hi, lo])?;
         let before = count.counted()?;
-        assert_eq!(d.run(&udp_frame())?, DROP, "({lo}, {hi})");
-        assert_eq!(
-            count.counted()?,
-            before,
-            "slot {hi} ran before slot {lo}, or after its DROP"
-        );
-
-        d.fill(hi, drop.fd()?)?;
-        d.fill(lo, count.fd()?)?;
-        assert_eq!(d.run(&udp_frame())?, DROP, "({lo}, {hi})");
-        assert_eq!(count.counted()?, before + 1, "slot {lo} did not run first");
+        assert_eq!(d.run(&udp_frame())?, DROP, "[{hi}, {lo}]");
+        assert_eq!(count.counted()?, before + 1, "slot {hi} did not run first");
+        // lo first: the dropper ends the chain before the counter.
+        d.activate(&[lo, hi])?;
+        assert_eq!(d.run(&udp_frame())?, DROP, "[{lo}, {hi}]");
+        assert_eq!(count.counted()?, before + 1, "slot {hi} ran after a DROP");
         d.empty(lo)?;
         d.empty(hi)?;
     }
     Ok(())
 }
 
-/// Every slot with a program array runs when it is the only active one,
-/// whatever its bitmap word and byte group: the walk covers every slot of
-/// the contract's count.
+/// Every slot with a program array runs when it is the only active one:
+/// `run_slot` reaches every slot of the contract's count.
 #[test]
 fn every_tail_call_slot_runs() -> Result<()> {
     let mut d = Dispatcher::load()?;
@@ -427,8 +419,7 @@ fn every_tail_call_slot_runs() -> Result<()> {
     Ok(())
 }
 
-/// Consecutive tail-call slots run in order, across every byte group and
-/// bitmap word boundary.
+/// Consecutive tail-call slots run in table order, every pair of them.
 #[test]
 fn neighbours_run_in_order_everywhere() -> Result<()> {
     let mut d = Dispatcher::load()?;

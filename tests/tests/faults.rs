@@ -419,7 +419,14 @@ fn an_extension_pinned_before_its_record_is_unlinked() {
     let slot = env.in_rx(|rt, ifc| rt.claim(ifc, &req)).unwrap().slot;
     assert!(iface_dir(&env).join(pin::ext(slot)).exists());
     edit_state(&env, |c, s| {
-        c.set_active(slot, false);
+        let order: Vec<usize> = c
+            .run_table()
+            .slots()
+            .iter()
+            .map(|&n| n as usize)
+            .filter(|&n| n != slot)
+            .collect();
+        c.set_run_order(&order);
         s[slot] = SlotConfig::FREE;
     });
     assert_eq!(env.send(10), 10);

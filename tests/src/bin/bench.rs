@@ -224,9 +224,7 @@ impl Setup {
             flags,
             ..Default::default()
         };
-        for &s in active {
-            c.set_active(s, true);
-        }
+        c.set_run_order(active);
         let mut control: Array<_, Control> = Array::try_from(
             self.disp
                 .map_mut(names::CONTROL_MAP)

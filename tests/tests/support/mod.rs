@@ -289,16 +289,13 @@ pub fn stderr(o: &Output) -> String {
 /// Why a claim was refused, from slotctl's one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Refusal {
-    NoSlotForPriority,
     TailCallLimit,
     SlotsFull,
 }
 
 impl Refusal {
     pub fn of(line: &str) -> Option<Self> {
-        if line.contains("keeps the priority order") {
-            Some(Self::NoSlotForPriority)
-        } else if line.contains("tail calls per packet") {
+        if line.contains("tail calls per packet") {
             Some(Self::TailCallLimit)
         } else if line.contains("slots of") && line.contains("are taken") {
             Some(Self::SlotsFull)
@@ -378,17 +375,27 @@ pub fn listing(dir: &Path) -> BTreeSet<String> {
     out
 }
 
-/// Slot order agrees with priority order, and equal priorities run in the
-/// order they arrived. Claims load their program under the interface lock,
-/// so program ids grow in arrival order.
-pub fn check_order(claims: &[Landed]) -> Result<(), String> {
-    let mut by_slot = claims.to_vec();
-    by_slot.sort_by_key(|c| c.slot);
-    for w in by_slot.windows(2) {
-        let (a, b) = (&w[0], &w[1]);
-        if a.slot == b.slot {
-            return Err(format!("two claims in slot {}: {a:?} {b:?}", a.slot));
+/// The claims with a run position run in priority order, equal
+/// priorities in arrival order (program ids grow with time), one claim per
+/// slot and per position.
+pub fn check_order(st: &Status) -> Result<(), String> {
+    let mut slots: Vec<usize> = st.claims.iter().map(|c| c.slot).collect();
+    slots.sort();
+    if slots.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("two claims in one slot: {slots:?}"));
+    }
+    let mut running: Vec<_> = st.claims.iter().filter(|c| c.position.is_some()).collect();
+    running.sort_by_key(|c| c.position);
+    for (i, c) in running.iter().enumerate() {
+        if c.position != Some(i) {
+            return Err(format!(
+                "run positions are not 0..{}: {running:?}",
+                running.len()
+            ));
         }
+    }
+    for w in running.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
         if a.prio > b.prio {
             return Err(format!("priority order broken: {a:?} runs before {b:?}"));
         }
@@ -488,7 +495,7 @@ pub fn check_whole(env: &TestEnv, extra: &[&str]) -> Result<Status, String> {
             st.claims.len()
         ));
     }
-    check_order(&landed_in(&st).into_iter().collect::<Vec<_>>())?;
+    check_order(&st)?;
     let dir = iface_dir(env);
     let tail_calls: BTreeMap<usize, u32> = st
         .claims
@@ -586,6 +593,46 @@ pub fn traffic_reaches_every_claim(env: &TestEnv, n: usize) -> usize {
             "slot {} ({}) ran on {delta} of {n} packets",
             a.slot,
             a.name
+        );
+    }
+    arrived
+}
+
+/// The run order is priority order, and the datapath follows it: with
+/// counters on, `n` packets are sent; every claim up to and including the
+/// first one whose program is `dropper` runs on each of them, and none
+/// after it (without a dropper, all run on all). Returns how many arrived.
+pub fn datapath_follows_the_run_order(env: &TestEnv, n: usize, dropper: Option<&str>) -> usize {
+    env.in_rx(|rt, ifc| rt.set_stats(ifc, true)).unwrap();
+    let before = status(env);
+    let arrived = env.send(n);
+    let after = status(env);
+    let positions: Vec<Option<usize>> = after.claims.iter().map(|c| c.position).collect();
+    let expected: Vec<Option<usize>> = (0..after.claims.len()).map(Some).collect();
+    assert_eq!(
+        positions, expected,
+        "every claim has a run position, in order"
+    );
+    for w in after.claims.windows(2) {
+        assert!(
+            w[0].prio <= w[1].prio,
+            "run order is not priority order: {:?} before {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let stop = dropper.and_then(|d| after.claims.iter().position(|c| c.name == d));
+    for (b, a) in before.claims.iter().zip(&after.claims) {
+        assert_eq!(b.slot, a.slot);
+        let ran = a.counters.as_ref().unwrap().packets - b.counters.as_ref().unwrap().packets;
+        let want = match stop {
+            Some(s) if a.position.unwrap() > s => 0,
+            _ => n as u64,
+        };
+        assert_eq!(
+            ran, want,
+            "position {:?}, slot {} ({}, priority {}) ran on {ran} of {n} packets (dropper at position {stop:?})",
+            a.position, a.slot, a.name, a.prio
         );
     }
     arrived
