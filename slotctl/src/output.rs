@@ -81,7 +81,8 @@ pub fn status(all: &[Status], json: bool) -> Result<()> {
             continue;
         }
         println!(
-            "  {:>4} {:>5} {:<20} {:>7} {:<12} {:<9} {:<10} {:>7}{}",
+            "  {:>3} {:>4} {:>5} {:<20} {:>7} {:<12} {:<9} {:<10} {:>7}{}",
+            "POS",
             "SLOT",
             "PRIO",
             "NAME",
@@ -103,7 +104,8 @@ pub fn status(all: &[Status], json: bool) -> Result<()> {
                 .map(|k| format!(" {:>9} {:>6} {:>6}", k.packets, k.drop, k.pass))
                 .unwrap_or_default();
             println!(
-                "  {:>4} {:>5} {:<20} {:>7} {:<12} {:<9} {:<10} {:>7}{}",
+                "  {:>3} {:>4} {:>5} {:<20} {:>7} {:<12} {:<9} {:<10} {:>7}{}",
+                c.position.map_or("-".to_string(), |p| p.to_string()),
                 c.slot,
                 c.prio,
                 c.name,

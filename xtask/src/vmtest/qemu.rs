@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 
 use super::kernel::Kernel;
 
-const MEMORY_MB: u32 = 1536;
+const MEMORY_MB: u32 = 4096;
 const CPUS: u32 = 2;
 
 pub struct Boot {
