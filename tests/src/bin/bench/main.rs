@@ -1,7 +1,8 @@
 //! Datapath benchmark: the fixed-slot dispatcher against a bare XDP program
 //! and against libxdp's own dispatcher (the compiled object Debian's libxdp1
 //! ships, configured for a fixed number of programs), measured with
-//! BPF_PROG_TEST_RUN in one process.
+//! BPF_PROG_TEST_RUN in one process; `--traffic`: real frames through a veth
+//! pair into the receiver's native XDP (see `traffic.rs`).
 //!
 //! The dispatcher is measured twice over: loaded by the benchmark with its
 //! active slots written directly (any slot set, flags), and as a user gets
@@ -19,6 +20,7 @@
 //! it ends, also on failure.
 mod libxdp;
 mod placed;
+mod traffic;
 
 use std::{
     fmt::Write as _,
@@ -65,6 +67,10 @@ pub(crate) struct Args {
     pub write_docs: bool,
     /// Another build of the dispatcher to measure instead of the embedded one.
     object: Option<PathBuf>,
+    /// Real frames through veth pairs instead of BPF_PROG_TEST_RUN.
+    traffic: bool,
+    /// Frames per measurement with `--traffic`.
+    pub frames: u32,
 }
 
 fn parse_args() -> Result<Args> {
@@ -73,12 +79,15 @@ fn parse_args() -> Result<Args> {
         call_ms: 25.0,
         write_docs: false,
         object: None,
+        traffic: false,
+        frames: traffic::DEFAULT_FRAMES,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
         match a.as_str() {
             "--write-docs" => args.write_docs = true,
+            "--traffic" => args.traffic = true,
             "--rounds" => {
                 let r: usize = value()?.parse()?;
                 if r < 3 {
@@ -87,15 +96,26 @@ fn parse_args() -> Result<Args> {
                 args.rounds = Some(r);
             }
             "--call-ms" => args.call_ms = value()?.parse()?,
+            "--frames" => {
+                args.frames = value()?.parse()?;
+                if args.frames < 10_000 {
+                    bail!("--frames must be at least 10000");
+                }
+            }
             "--object" => args.object = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--rounds N (25)] [--call-ms MS per measurement (25)] [--object DISPATCHER.o] [--write-docs]"
+                    "usage: bench [--rounds N (25)] [--call-ms MS per measurement (25)] [--object DISPATCHER.o] [--write-docs]\n       bench --traffic [--rounds N ({})] [--frames N per measurement ({})] [--write-docs]",
+                    traffic::DEFAULT_ROUNDS,
+                    traffic::DEFAULT_FRAMES
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
+    }
+    if args.traffic && args.object.is_some() {
+        bail!("--traffic measures the runtime's dispatcher only; drop --object");
     }
     Ok(args)
 }
@@ -631,7 +651,13 @@ fn main() {
         eprintln!("bench: must run as root (BPF_PROG_TEST_RUN needs CAP_BPF and CAP_NET_ADMIN)");
         std::process::exit(1);
     }
-    let result = parse_args().and_then(|args| run(&args));
+    let result = parse_args().and_then(|args| {
+        if args.traffic {
+            traffic::run(&args)
+        } else {
+            run(&args)
+        }
+    });
     if let Err(e) = result {
         eprintln!("bench: {e:#}");
         std::process::exit(1);

@@ -8,6 +8,7 @@ use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
 use integration_tests::{
     env::{TestEnv, read_counter},
+    netns::VethPair,
     progs,
 };
 use slots_runtime::{AttachOptions, Backend, Claim, ClaimRequest, Mode, ProgramSource, pin};
@@ -42,7 +43,7 @@ pub struct Placed {
     pub slots: Vec<usize>,
     /// The veth pair (the dispatcher is on its `rx_if`), bpffs root and
     /// runtime.
-    _env: TestEnv,
+    env: TestEnv,
 }
 
 impl Placed {
@@ -102,13 +103,18 @@ impl Placed {
             _claims: claims,
             prios: prios.to_vec(),
             slots,
-            _env: env,
+            env,
         })
     }
 
     /// The pinned dispatcher program.
     pub fn prog(&self) -> &Xdp {
         &self.prog
+    }
+
+    /// The veth pair; the dispatcher is on `rx_if`.
+    pub fn pair(&self) -> &VethPair {
+        &self.env.pair
     }
 }
 
