@@ -25,6 +25,7 @@ mod traffic;
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
 
@@ -298,6 +299,7 @@ impl Setup {
     /// resolution over the whole batch and, like the kernel's own timer,
     /// leaves out the time the thread was not running.
     fn run(&mut self, v: &Variant, frame: &[u8], repeat: u32) -> Result<f64> {
+        check_interrupted()?;
         let prog = match v {
             Variant::Bare => xdp(&self.pass, "xdp_pass")?,
             Variant::Disp { active, flags } => {
@@ -649,19 +651,57 @@ pub(crate) fn write_docs(begin: &str, end: &str, figures: &str) -> Result<()> {
     Ok(())
 }
 
+/// Set by SIGINT or SIGTERM. The default action would end the process at
+/// once and leave its namespaces and bpffs directories behind; instead the
+/// benchmark stops at the next measurement (a running BPF_PROG_TEST_RUN
+/// returns early with EINTR) and removes them on the way out.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn stop_on_signals() -> Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe);
+        // the sigaction value is zeroed, then its handler and empty mask
+        // set, and outlives the call.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            bail!("sigaction: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Fails once SIGINT or SIGTERM has arrived.
+pub(crate) fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("bench: must run as root (BPF_PROG_TEST_RUN needs CAP_BPF and CAP_NET_ADMIN)");
         std::process::exit(1);
     }
-    let result = parse_args().and_then(|args| {
-        if args.traffic {
-            traffic::run(&args)
-        } else {
-            run(&args)
-        }
-    });
+    let result = stop_on_signals()
+        .and_then(|()| parse_args())
+        .and_then(|args| {
+            if args.traffic {
+                traffic::run(&args)
+            } else {
+                run(&args)
+            }
+        });
     if let Err(e) = result {
         eprintln!("bench: {e:#}");
         std::process::exit(1);

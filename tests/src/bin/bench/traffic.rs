@@ -292,6 +292,7 @@ impl Lane {
     /// Sends `frames` frames; returns how many reached the receiver's XDP
     /// program, and how long sending took.
     fn send(&self, sender: &Sender, frames: u32) -> Result<(u64, Took)> {
+        crate::check_interrupted()?;
         let pair = self.rx.pair();
         let before = xdp_packets(pair)?;
         let took = sender.send(pair, self.tx_ifindex, frames)?;
