@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: the datapath benchmark (`tests/src/bin/bench.rs`),
-//! release build, BPF_PROG_TEST_RUN in one process; `--claims`: the control
-//! path's latency (`tests/src/bin/claim_latency.rs`). Needs root.
+//! `cargo xtask bench`: the datapath benchmark (`tests/src/bin/bench/`),
+//! release build, BPF_PROG_TEST_RUN in one process; `--traffic`: real
+//! frames through veth pairs in namespaces of its own; `--claims`: the
+//! control path's latency (`tests/src/bin/claim_latency.rs`). Needs root.
 use anyhow::{Result, bail};
 
 #[derive(clap::Args, Default)]
@@ -15,6 +16,13 @@ pub struct Args {
     /// Measure claim, release and attach latency instead of the datapath.
     #[arg(long, conflicts_with = "write_docs")]
     pub claims: bool,
+    /// Packets per second through veth pairs into the receiver's native
+    /// XDP: bare XDP_PASS against the dispatcher with 0, 1, 5, 10 claims.
+    #[arg(long, conflicts_with = "claims")]
+    pub traffic: bool,
+    /// Frames per measurement with --traffic (default 200000).
+    #[arg(long, requires = "traffic")]
+    pub frames: Option<u32>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -23,6 +31,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     crate::setup::run()?;
     let rounds = args.rounds.map(|r| r.to_string());
+    let frames = args.frames.map(|f| f.to_string());
     if args.claims {
         // The latency binary runs slotctl: build the release one beside it.
         crate::cargo(&["build", "--quiet", "--release", "-p", "slotctl"])?;
@@ -41,8 +50,14 @@ pub fn run(args: Args) -> Result<()> {
         },
         "--",
     ];
+    if args.traffic {
+        cmd.push("--traffic");
+    }
     if let Some(r) = &rounds {
         cmd.extend(["--rounds", r.as_str()]);
+    }
+    if let Some(f) = &frames {
+        cmd.extend(["--frames", f.as_str()]);
     }
     if args.write_docs {
         cmd.push("--write-docs");

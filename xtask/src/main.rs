@@ -43,7 +43,8 @@ enum Cmd {
     /// two claimed slots and real packets.
     Demo,
     /// Set up, then run the datapath benchmark (BPF_PROG_TEST_RUN, as root):
-    /// the dispatcher against a bare program and a regenerated dispatcher.
+    /// the dispatcher against a bare program and libxdp's dispatcher;
+    /// `--traffic`: packets per second through veth pairs.
     Bench(bench::Args),
     /// Set up, then run the reliability suites (races, faults, churn, bad
     /// input, coexistence, crash) at their long sizes with the storms, as

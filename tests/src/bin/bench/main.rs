@@ -1,6 +1,13 @@
 //! Datapath benchmark: the fixed-slot dispatcher against a bare XDP program
-//! and against a dispatcher regenerated for a fixed number of programs
-//! (libxdp's design), all measured with BPF_PROG_TEST_RUN in one process.
+//! and against libxdp's own dispatcher (the compiled object Debian's libxdp1
+//! ships, configured for a fixed number of programs), measured with
+//! BPF_PROG_TEST_RUN in one process; `--traffic`: real frames through a veth
+//! pair into the receiver's native XDP (see `traffic.rs`).
+//!
+//! The dispatcher is measured twice over: loaded by the benchmark with its
+//! active slots written directly (any slot set, flags), and as a user gets
+//! it: attached by the runtime to a veth in namespaces of the benchmark's
+//! own, with tail-call claims the runtime placed from their priorities.
 //!
 //! The machine is shared and noisy, so every comparison is a pair (variant,
 //! baseline) run back to back in random order, pairs are shuffled within a
@@ -8,10 +15,17 @@
 //! median of the per-round ratios, so slow drifts cancel out.
 //!
 //! Run with `cargo xtask bench` (as root). `--write-docs` rewrites the
-//! figures section of docs/benchmarks.md; nothing else is written.
+//! figures section of docs/benchmarks.md; nothing else is written. The
+//! namespaces, veth pairs and bpffs directories it creates are removed when
+//! it ends, also on failure.
+mod libxdp;
+mod placed;
+mod traffic;
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
 
@@ -27,6 +41,8 @@ use dispatcher_common::{
 };
 use integration_tests::{progs, stress::Rng};
 
+use crate::placed::Placed;
+
 /// Calls the reference dispatcher can make.
 const REF_MAX: usize = 34;
 /// The reference's fallback return value (not an XDP action); its bit is in
@@ -39,56 +55,68 @@ const XDP_PASS: u32 = 2;
 const BEGIN: &str = "<!-- figures:begin (written by `cargo xtask bench --write-docs`) -->";
 const END: &str = "<!-- figures:end -->";
 
-struct Args {
-    rounds: usize,
+/// Targets of the issue: the empty dispatcher against a bare program, and
+/// k = 1, 5, 10 tail-call claims against libxdp's dispatcher with k
+/// programs (ratios of ns per run; lower is better).
+const EMPTY_TARGET: f64 = 1.05;
+const LIBXDP_TARGET: f64 = 1.25;
+
+pub(crate) struct Args {
+    pub rounds: Option<usize>,
     /// Target wall time of one measurement; the repeat count follows.
     call_ms: f64,
-    write_docs: bool,
+    pub write_docs: bool,
     /// Another build of the dispatcher to measure instead of the embedded one.
     object: Option<PathBuf>,
+    /// Real frames through veth pairs instead of BPF_PROG_TEST_RUN.
+    traffic: bool,
+    /// Frames per measurement with `--traffic`.
+    pub frames: u32,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
-        rounds: 25,
+        rounds: None,
         call_ms: 25.0,
         write_docs: false,
         object: None,
+        traffic: false,
+        frames: traffic::DEFAULT_FRAMES,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
         match a.as_str() {
             "--write-docs" => args.write_docs = true,
+            "--traffic" => args.traffic = true,
             "--rounds" => {
-                args.rounds = it
-                    .next()
-                    .ok_or_else(|| anyhow!("--rounds needs a value"))?
-                    .parse()?;
-                if args.rounds < 3 {
+                let r: usize = value()?.parse()?;
+                if r < 3 {
                     bail!("--rounds must be at least 3");
                 }
+                args.rounds = Some(r);
             }
-            "--call-ms" => {
-                args.call_ms = it
-                    .next()
-                    .ok_or_else(|| anyhow!("--call-ms needs a value"))?
-                    .parse()?
+            "--call-ms" => args.call_ms = value()?.parse()?,
+            "--frames" => {
+                args.frames = value()?.parse()?;
+                if args.frames < 10_000 {
+                    bail!("--frames must be at least 10000");
+                }
             }
-            "--object" => {
-                args.object = Some(
-                    it.next()
-                        .ok_or_else(|| anyhow!("--object needs a file"))?
-                        .into(),
-                )
-            }
+            "--object" => args.object = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--rounds N (25)] [--call-ms MS per measurement (25)] [--object DISPATCHER.o] [--write-docs]"
+                    "usage: bench [--rounds N (25)] [--call-ms MS per measurement (25)] [--object DISPATCHER.o] [--write-docs]\n       bench --traffic [--rounds N ({})] [--frames N per measurement ({})] [--write-docs]",
+                    traffic::DEFAULT_ROUNDS,
+                    traffic::DEFAULT_FRAMES
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
+    }
+    if args.traffic && args.object.is_some() {
+        bail!("--traffic measures the runtime's dispatcher only; drop --object");
     }
     Ok(args)
 }
@@ -116,14 +144,19 @@ struct Setup {
     /// `xdp_count`: put in the slots once per variant to check that every
     /// call really runs its program.
     count: Ebpf,
-    /// The fixed-slot dispatcher.
+    /// The fixed-slot dispatcher, loaded by the benchmark.
     disp: Ebpf,
     /// Reference dispatchers by number of calls.
     refs: Vec<(usize, Ebpf)>,
+    /// libxdp's dispatcher by number of programs.
+    libxdp: Vec<(usize, Ebpf)>,
+    /// The runtime's dispatchers by claim priorities (each on a veth of
+    /// its own).
+    placed: Vec<Placed>,
 }
 
 impl Setup {
-    fn new(object: &[u8], ref_sizes: &[usize]) -> Result<Self> {
+    fn new(object: &[u8], variants: &[Variant], frame: &[u8]) -> Result<Self> {
         let mut pass = Ebpf::load(progs::bytes("xdp_pass"))?;
         load_xdp(&mut pass, "xdp_pass")?;
         let mut count = Ebpf::load(progs::bytes("xdp_count"))?;
@@ -136,22 +169,44 @@ impl Setup {
         // Control::default() proceeds on XDP_PASS in every slot, as the
         // runtime's fresh dispatcher does.
         let mut refs = Vec::new();
-        for &k in ref_sizes {
-            let num = k as u32;
-            let masks = [DEFAULT_PROCEED_ON | 1 << REF_FALLBACK; REF_MAX];
-            let mut r = EbpfLoader::new()
-                .override_global("NUM_PROGS", &num, true)
-                .override_global("CHAIN_CALL_ACTIONS", &masks, true)
-                .load(progs::bytes("reference_dispatcher"))
-                .context("loading the reference dispatcher")?;
-            load_xdp(&mut r, "reference_dispatcher")?;
-            refs.push((k, r));
+        let mut libxdp = Vec::new();
+        let mut placed = Vec::new();
+        let mut libxdp_object = None;
+        for v in variants {
+            match v {
+                Variant::Ref(k) => {
+                    let num = *k as u32;
+                    let masks = [DEFAULT_PROCEED_ON | 1 << REF_FALLBACK; REF_MAX];
+                    let mut r = EbpfLoader::new()
+                        .override_global("NUM_PROGS", &num, true)
+                        .override_global("CHAIN_CALL_ACTIONS", &masks, true)
+                        .load(progs::bytes("reference_dispatcher"))
+                        .context("loading the reference dispatcher")?;
+                    load_xdp(&mut r, "reference_dispatcher")?;
+                    refs.push((*k, r));
+                }
+                Variant::Libxdp(k) => {
+                    if libxdp_object.is_none() {
+                        libxdp_object = Some(libxdp::read_object()?);
+                    }
+                    let obj = libxdp_object.as_deref().unwrap_or_default();
+                    libxdp.push((*k, libxdp::load(obj, *k, frame)?));
+                }
+                Variant::Placed(prios) => {
+                    let p = Placed::new(prios, frame)?;
+                    eprintln!("bench: {}: slots {:?}", placed::label(prios), p.slots);
+                    placed.push(p);
+                }
+                Variant::Bare | Variant::Disp { .. } => {}
+            }
         }
         let mut setup = Self {
             pass,
             count,
             disp,
             refs,
+            libxdp,
+            placed,
         };
         setup.fill_all(false)?;
         Ok(setup)
@@ -195,14 +250,15 @@ impl Setup {
         Ok(counter.get(&0, 0)?.iter().sum())
     }
 
-    /// Checks that one packet through each variant runs exactly as many slot
-    /// programs as it should: a benchmark of calls that silently fall
-    /// through would measure nothing.
+    /// Checks that one packet through each variant the benchmark fills
+    /// itself runs exactly as many slot programs as it should: a benchmark
+    /// of calls that silently fall through would measure nothing. (libxdp's
+    /// dispatchers and the runtime's were checked when they were loaded.)
     fn verify(&mut self, variants: &[Variant], frame: &[u8]) -> Result<()> {
         self.fill_all(true)?;
         for v in variants {
             let expect = match v {
-                Variant::Bare => continue,
+                Variant::Bare | Variant::Libxdp(_) | Variant::Placed(_) => continue,
                 Variant::Disp { active, .. } => active.len() as u64,
                 Variant::Ref(k) => *k as u64,
             };
@@ -241,6 +297,7 @@ impl Setup {
     /// resolution over the whole batch and, like the kernel's own timer,
     /// leaves out the time the thread was not running.
     fn run(&mut self, v: &Variant, frame: &[u8], repeat: u32) -> Result<f64> {
+        check_interrupted()?;
         let prog = match v {
             Variant::Bare => xdp(&self.pass, "xdp_pass")?,
             Variant::Disp { active, flags } => {
@@ -255,6 +312,20 @@ impl Setup {
                     .ok_or_else(|| anyhow!("no reference with {k} calls"))?;
                 xdp(r, "reference_dispatcher")?
             }
+            Variant::Libxdp(k) => {
+                let (_, r) = self
+                    .libxdp
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .ok_or_else(|| anyhow!("no libxdp dispatcher for {k} programs"))?;
+                xdp(r, libxdp::PROGRAM)?
+            }
+            Variant::Placed(prios) => self
+                .placed
+                .iter()
+                .find(|p| p.prios == *prios)
+                .ok_or_else(|| anyhow!("no dispatcher with claims at {prios:?}"))?
+                .prog(),
         };
         let t0 = thread_cpu_ns();
         let res = prog.test_run(TestRunOptions {
@@ -274,7 +345,7 @@ impl Setup {
     }
 }
 
-fn thread_cpu_ns() -> u64 {
+pub(crate) fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -288,8 +359,16 @@ fn thread_cpu_ns() -> u64 {
 #[derive(Clone, PartialEq)]
 enum Variant {
     Bare,
-    Disp { active: Vec<usize>, flags: u32 },
+    /// The benchmark's own dispatcher with these slots active.
+    Disp {
+        active: Vec<usize>,
+        flags: u32,
+    },
     Ref(usize),
+    /// libxdp's dispatcher with this many programs.
+    Libxdp(usize),
+    /// The runtime's dispatcher with tail-call claims at these priorities.
+    Placed(Vec<u32>),
 }
 
 impl Variant {
@@ -301,9 +380,12 @@ impl Variant {
     }
 
     fn label(&self) -> String {
+        let plural = |k: usize| if k == 1 { "" } else { "s" };
         match self {
             Variant::Bare => "bare XDP_PASS program".into(),
-            Variant::Ref(k) => format!("reference, {k} call{}", if *k == 1 { "" } else { "s" }),
+            Variant::Ref(k) => format!("reference, {k} call{}", plural(*k)),
+            Variant::Libxdp(k) => format!("libxdp dispatcher, {k} program{}", plural(*k)),
+            Variant::Placed(prios) => placed::label(prios),
             Variant::Disp { active, flags } => {
                 let k = active.len();
                 let lowest = active[..] == tail_call_slots()[..k];
@@ -345,7 +427,9 @@ fn tail_call_slots() -> Vec<usize> {
     (0..SLOT_COUNT).filter(|&n| has_prog_array(n)).collect()
 }
 
-fn pairs() -> Vec<Pair> {
+/// The comparisons. `with_runtime`: include the runtime's dispatchers
+/// (not with `--object`, which the runtime does not load).
+fn pairs(with_runtime: bool) -> Vec<Pair> {
     let tc = tail_call_slots();
     let lowest = |k: usize| tc[..k].to_vec();
     let pair = |variant, baseline, target| Pair {
@@ -354,23 +438,56 @@ fn pairs() -> Vec<Pair> {
         target,
         samples: Vec::new(),
     };
-    let mut v = vec![pair(Variant::disp([], 0), Variant::Bare, Some(1.15))];
-    for k in [1, 5, 10, MAX_TAIL_CALLS] {
+    let mut v = Vec::new();
+    // The targets: the dispatcher as the runtime attaches it and places
+    // claims, against a bare program and against libxdp's dispatcher.
+    if with_runtime {
         v.push(pair(
-            Variant::disp(lowest(k), 0),
-            Variant::Ref(k),
-            Some(1.25),
+            Variant::Placed(vec![]),
+            Variant::Bare,
+            Some(EMPTY_TARGET),
+        ));
+        for k in [1, 5, 10] {
+            v.push(pair(
+                Variant::Placed(placed::spread(k)),
+                Variant::Libxdp(k),
+                Some(LIBXDP_TARGET),
+            ));
+        }
+        // Equal priorities fill adjacent slots.
+        v.push(pair(
+            Variant::Placed(placed::all_default(10)),
+            Variant::Libxdp(10),
+            None,
         ));
     }
-    // For information: slots placed far apart, where the byte-group gating
-    // has the most groups to test.
+    // For information: libxdp's own fixed cost, the benchmark's dispatcher
+    // with the lowest k slots active, and the reference (a regenerated
+    // dispatcher built here that makes the same tail calls as the slots)
+    // against the real libxdp.
+    v.push(pair(Variant::Libxdp(0), Variant::Bare, None));
+    v.push(pair(Variant::disp([], 0), Variant::Bare, None));
+    for k in [1, 5, 10] {
+        v.push(pair(Variant::disp(lowest(k), 0), Variant::Libxdp(k), None));
+    }
+    for k in [1, 5, 10] {
+        v.push(pair(Variant::Ref(k), Variant::Libxdp(k), None));
+    }
+    // libxdp has 10 programs at most; the tail-call limit is 33.
+    v.push(pair(
+        Variant::disp(lowest(MAX_TAIL_CALLS), 0),
+        Variant::Ref(MAX_TAIL_CALLS),
+        None,
+    ));
+    // Slots placed far apart, where the byte-group gating has the most
+    // groups to test.
     v.push(pair(
         Variant::disp([tc[tc.len() - 1]], 0),
-        Variant::Ref(1),
+        Variant::Libxdp(1),
         None,
     ));
     let spread = (0..10).map(|i| tc[i * (tc.len() - 1) / 9]);
-    v.push(pair(Variant::disp(spread, 0), Variant::Ref(10), None));
+    v.push(pair(Variant::disp(spread, 0), Variant::Libxdp(10), None));
     for k in [10, MAX_TAIL_CALLS] {
         v.push(pair(
             Variant::disp(lowest(k), FLAG_STATS),
@@ -386,7 +503,7 @@ fn pairs() -> Vec<Pair> {
     v
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
@@ -394,6 +511,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// Shuffles `v` in place (Fisher-Yates).
+pub(crate) fn shuffle<T>(rng: &mut Rng, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+}
+
+pub(crate) fn rng(started: Instant) -> Rng {
+    Rng(0x9e37_79b9_7f4a_7c15 ^ started.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()))
 }
 
 struct Row {
@@ -477,11 +605,15 @@ fn console_table(rows: &[Row]) -> String {
     t
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    // The machine's CPUs, not the ones this thread may use (--traffic pins it).
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let model = cpuinfo
         .lines()
         .find_map(|l| {
             l.strip_prefix("model name")
@@ -492,7 +624,7 @@ fn machine() -> String {
     format!("Linux {}, {cpus} CPUs ({model})", kernel.trim())
 }
 
-fn docs_path() -> PathBuf {
+pub(crate) fn docs_path() -> PathBuf {
     // The workspace root is the parent of this crate's directory.
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -500,18 +632,56 @@ fn docs_path() -> PathBuf {
         .join("docs/benchmarks.md")
 }
 
-fn write_docs(figures: &str) -> Result<()> {
+/// Replaces what lies between the markers `begin` and `end` in
+/// docs/benchmarks.md with `figures`.
+pub(crate) fn write_docs(begin: &str, end: &str, figures: &str) -> Result<()> {
     let path = docs_path();
     let doc =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
-        bail!("{} has no figures markers", path.display());
+    let (Some(b), Some(e)) = (doc.find(begin), doc.find(end)) else {
+        bail!("{} has no markers {begin} .. {end}", path.display());
     };
     if e < b {
-        bail!("{}: figures markers out of order", path.display());
+        bail!("{}: markers out of order", path.display());
     }
-    let new = format!("{}{BEGIN}\n{figures}{}", &doc[..b], &doc[e..]);
+    let new = format!("{}{begin}\n{figures}{}", &doc[..b], &doc[e..]);
     std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Set by SIGINT or SIGTERM. The default action would end the process at
+/// once and leave its namespaces and bpffs directories behind; instead the
+/// benchmark stops at the next measurement (a running BPF_PROG_TEST_RUN
+/// returns early with EINTR) and removes them on the way out.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn stop_on_signals() -> Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe);
+        // the sigaction value is zeroed, then its handler and empty mask
+        // set, and outlives the call.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            bail!("sigaction: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Fails once SIGINT or SIGTERM has arrived.
+pub(crate) fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
     Ok(())
 }
 
@@ -521,16 +691,25 @@ fn main() {
         eprintln!("bench: must run as root (BPF_PROG_TEST_RUN needs CAP_BPF and CAP_NET_ADMIN)");
         std::process::exit(1);
     }
-    if let Err(e) = run() {
+    let result = stop_on_signals()
+        .and_then(|()| parse_args())
+        .and_then(|args| {
+            if args.traffic {
+                traffic::run(&args)
+            } else {
+                run(&args)
+            }
+        });
+    if let Err(e) = result {
         eprintln!("bench: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<()> {
-    let args = parse_args()?;
+fn run(args: &Args) -> Result<()> {
+    let rounds = args.rounds.unwrap_or(25);
     let started = Instant::now();
-    let mut pairs = pairs();
+    let mut pairs = pairs(args.object.is_none());
     let mut variants: Vec<Variant> = Vec::new();
     for p in &pairs {
         for v in [&p.variant, &p.baseline] {
@@ -539,16 +718,6 @@ fn run() -> Result<()> {
             }
         }
     }
-    let ref_sizes: Vec<usize> = variants
-        .iter()
-        .filter_map(|v| {
-            if let Variant::Ref(k) = v {
-                Some(*k)
-            } else {
-                None
-            }
-        })
-        .collect();
     let object = match &args.object {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => slots_runtime::DISPATCHER.to_vec(),
@@ -556,8 +725,8 @@ fn run() -> Result<()> {
     if args.write_docs && args.object.is_some() {
         bail!("--write-docs records the embedded dispatcher only; drop --object");
     }
-    let mut setup = Setup::new(&object, &ref_sizes)?;
     let frame = integration_tests::frames::udp();
+    let mut setup = Setup::new(&object, &variants, &frame)?;
     setup.verify(&variants, &frame)?;
 
     // Calibration (also the warm-up): a repeat count per variant that makes
@@ -571,19 +740,11 @@ fn run() -> Result<()> {
     }
     let repeat_of = |v: &Variant| repeat[variants.iter().position(|x| x == v).unwrap()];
 
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15
-        ^ started.elapsed().as_nanos() as u64
-        ^ u64::from(std::process::id()));
-    eprint!(
-        "bench: {} rounds of {} comparisons ",
-        args.rounds,
-        pairs.len()
-    );
-    for _ in 0..args.rounds {
+    let mut rng = rng(started);
+    eprint!("bench: {rounds} rounds of {} comparisons ", pairs.len());
+    for _ in 0..rounds {
         let mut order: Vec<usize> = (0..pairs.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        shuffle(&mut rng, &mut order);
         for i in order {
             let p = &mut pairs[i];
             let (v, b) = (p.variant.clone(), p.baseline.clone());
@@ -602,12 +763,20 @@ fn run() -> Result<()> {
     eprintln!(" {:.0} s", took.as_secs_f64());
 
     let rows = rows(&pairs);
+    let placements: Vec<String> = setup
+        .placed
+        .iter()
+        .filter(|p| !p.prios.is_empty())
+        .map(|p| format!("{:?} in slots {:?}", p.prios, p.slots))
+        .collect();
     println!("{}", console_table(&rows));
     println!(
-        "medians over {} rounds; ratio = median of per-round ratios (pairs run back to back); {}",
-        args.rounds,
+        "medians over {rounds} rounds; ratio = median of per-round ratios (pairs run back to back); {}",
         machine()
     );
+    if !placements.is_empty() {
+        println!("claims (priorities in slots): {}", placements.join("; "));
+    }
     let missed = rows.iter().filter(|r| r.verdict() == "MISS").count();
     if missed > 0 {
         println!("{missed} target(s) missed");
@@ -617,13 +786,21 @@ fn run() -> Result<()> {
         let mut figures = String::new();
         let _ = writeln!(
             figures,
-            "Measured on {}, {} rounds, in {:.0} s.\n",
+            "Measured with `sudo cargo xtask bench --write-docs{}` on {}, {rounds} rounds, in {:.0} s.\n",
+            args.rounds
+                .map_or(String::new(), |r| format!(" --rounds {r}")),
             machine(),
-            args.rounds,
             took.as_secs_f64()
         );
         figures += &table(&rows);
-        write_docs(&figures)?;
+        if !placements.is_empty() {
+            let _ = writeln!(
+                figures,
+                "\nClaims placed by the runtime (priorities in slots): {}.",
+                placements.join("; ")
+            );
+        }
+        write_docs(BEGIN, END, &figures)?;
         println!("wrote the figures to {}", docs_path().display());
     }
     Ok(())
