@@ -133,12 +133,16 @@ fn count(slot: u32, action: i32) {
 /// the flags, fixed per walk so that the common case (both off) tests
 /// neither per slot.
 #[inline(always)]
-fn step<const STATS: bool, const CHAIN: bool>(
+fn step<const STATS: bool, const CHAIN: bool, const INLINE: bool>(
     ctx: *mut xdp_md,
     control: &Control,
     slot: u32,
 ) -> Option<u32> {
-    let ret = run_slot(ctx, slot);
+    let ret = if INLINE {
+        call_slot(ctx, slot)
+    } else {
+        run_slot(ctx, slot)
+    };
     if ret == SLOT_EMPTY {
         return None;
     }
@@ -153,6 +157,16 @@ fn step<const STATS: bool, const CHAIN: bool>(
     if proceed { None } else { Some(ret as u32) }
 }
 
+/// Positions whose slot call is inlined in the common walk (no counters,
+/// default chain rule). Each inlined call is a tree of compares of its
+/// own, so the branches at one position always go the same way for a
+/// given order and are predicted; and it saves a call and a return per
+/// slot, which costs several nanoseconds where returns are mitigated
+/// (retbleed/SRSO thunks). Past these, and in the other walks, the slot is
+/// reached through `run_slot`, to keep the program's size (and its jumps)
+/// in range. The tail-call backend runs at most 33 slots anyway.
+const INLINE_POSITIONS: usize = 33;
+
 /// Run position `$p` (a constant): past the table's end the packet passes;
 /// otherwise the slot the table names there runs. Written out at compile
 /// time, one per position: the verifier then checks a straight line whose
@@ -162,7 +176,13 @@ macro_rules! position {
         if $len <= $p {
             return xdp_action::XDP_PASS;
         }
-        if let Some(verdict) = step::<$stats, $chain>($ctx, $control, $table.order[$p] as u32) {
+        let slot = $table.order[$p] as u32;
+        let verdict = if $p < INLINE_POSITIONS && !$stats && !$chain {
+            step::<$stats, $chain, true>($ctx, $control, slot)
+        } else {
+            step::<$stats, $chain, false>($ctx, $control, slot)
+        };
+        if let Some(verdict) = verdict {
             return verdict;
         }
     };
