@@ -52,10 +52,7 @@ pub const CONFORMANCE: &[(&str, &[&str])] = &[
     ("runtime", &[]),
     ("slotctl", &[]),
     ("crash", &[]),
-    (
-        "races",
-        &["eight_claimers_at_once", "thirty_two_claimers_at_once"],
-    ),
+    ("races", &["eight_claimers_at_once"]),
     (
         "faults",
         &[
