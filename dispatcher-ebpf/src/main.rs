@@ -163,9 +163,11 @@ fn step<const STATS: bool, const CHAIN: bool, const INLINE: bool>(
 /// given order and are predicted; and it saves a call and a return per
 /// slot, which costs several nanoseconds where returns are mitigated
 /// (retbleed/SRSO thunks). Past these, and in the other walks, the slot is
-/// reached through `run_slot`, to keep the program's size (and its jumps)
-/// in range. The tail-call backend runs at most 33 slots anyway.
-const INLINE_POSITIONS: usize = 33;
+/// reached through `run_slot`. Each inlined position costs the verifier
+/// more than the one before (about 7,500 more instructions to check, and a
+/// longer path to track): 10 positions load in a quarter of the time 33
+/// took, and cover the chains hosts run (docs/benchmarks.md).
+const INLINE_POSITIONS: usize = 10;
 
 /// Run position `$p` (a constant): past the table's end the packet passes;
 /// otherwise the slot the table names there runs. Written out at compile
