@@ -19,6 +19,7 @@
 
 mod attach;
 mod backend;
+mod btf;
 mod chain;
 mod claim;
 mod collect;
