@@ -65,6 +65,9 @@ pub(crate) struct Prepared {
     pub proceed_on: u32,
     pub name: String,
     pub persistent: bool,
+    /// The program's XDP_RUN_CONFIG could not be read and a default took
+    /// its place.
+    pub run_config_ignored: bool,
 }
 
 /// Checks the object and the request: program, priority, name.
@@ -87,6 +90,8 @@ pub(crate) fn prepare(req: &ClaimRequest) -> Result<Prepared> {
     let name = req.name.clone().unwrap_or_else(|| ins.name.clone());
     encode_name(&name)?;
     Ok(Prepared {
+        run_config_ignored: ins.run_config_unreadable
+            && (req.prio.is_none() || req.proceed_on.is_none()),
         ins,
         prio,
         proceed_on,

@@ -123,6 +123,15 @@ pub enum Error {
         source: Cause,
     },
 
+    /// An ELF file built for another machine than BPF.
+    #[error("{path} is an ELF file for {machine}, not for BPF")]
+    NotBpf {
+        /// The object's path or label.
+        path: String,
+        /// The machine it was built for.
+        machine: String,
+    },
+
     /// The object holds no XDP program.
     #[error("{path} holds no XDP program (found: {found})")]
     NoXdpProgram {
@@ -163,6 +172,33 @@ pub enum Error {
         name: String,
         /// Its program type.
         kind: String,
+    },
+
+    /// Maps the program uses are declared with `max_entries` 0: the
+    /// object's own loader sizes them at start, and nothing gave them a
+    /// size ([`ProgramSource::map_sizes`](crate::ProgramSource::map_sizes)).
+    #[error(
+        "{program} in {path} uses {} with max_entries 0, a size its own loader sets at start",
+        map_list(maps)
+    )]
+    MapSizeNeeded {
+        /// The object's path or label.
+        path: String,
+        /// The program.
+        program: String,
+        /// The maps without a size.
+        maps: Vec<String>,
+    },
+
+    /// A size was given for a map the object does not have.
+    #[error("{path} has no map named {name} (maps in it: {maps})")]
+    NoSuchMap {
+        /// The object's path or label.
+        path: String,
+        /// The name given.
+        name: String,
+        /// The maps it has.
+        maps: String,
     },
 
     /// The verifier refused the program.
@@ -373,6 +409,14 @@ pub enum Error {
         #[source]
         source: Cause,
     },
+}
+
+/// "map a" or "maps a, b".
+fn map_list(maps: &[String]) -> String {
+    match maps {
+        [one] => format!("map {one}"),
+        many => format!("maps {}", many.join(", ")),
+    }
 }
 
 impl Error {

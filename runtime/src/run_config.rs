@@ -4,8 +4,10 @@
 //! `.xdp_run_config`: a struct whose members encode values as array
 //! lengths (`__uint(priority, 20)` is `int (*priority)[20]`), with
 //! `priority` and one member per XDP action to chain on
-//! (`__uint(XDP_PASS, 1)`).
-use object::{Object as _, ObjectSection as _};
+//! (`__uint(XDP_PASS, 1)`). The values exist only in BTF: in an object
+//! built without it (clang without -g) the variable is there, its values
+//! are not.
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 use crate::btf::{Btf, KIND_ARRAY, KIND_DATASEC, KIND_PTR, KIND_STRUCT, KIND_VAR, u32_at};
 
@@ -42,8 +44,45 @@ fn encoded_value(btf: &Btf, member_type: u32) -> Option<u32> {
     u32_at(arr.extra, 8)
 }
 
+/// What an object says about one program's run config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// No `XDP_RUN_CONFIG` for the program.
+    None,
+    /// Its values.
+    Config(RunConfig),
+    /// The variable is there, but the object has no BTF to read its
+    /// values from.
+    WithoutBtf,
+}
+
+/// Reads `prog`'s run config from an ELF object.
+pub(crate) fn find(elf: &[u8], prog: &str) -> Found {
+    if let Some(cfg) = read(elf, prog) {
+        return Found::Config(cfg);
+    }
+    let Ok(file) = object::File::parse(elf) else {
+        return Found::None;
+    };
+    if file.section_by_name(".BTF").is_some() {
+        return Found::None;
+    }
+    let wanted = format!("_{prog}");
+    let declared = file.symbols().any(|s| {
+        s.name() == Ok(wanted.as_str())
+            && s.section_index()
+                .and_then(|i| file.section_by_index(i).ok())
+                .is_some_and(|sec| sec.name() == Ok(SECTION))
+    });
+    if declared {
+        Found::WithoutBtf
+    } else {
+        Found::None
+    }
+}
+
 /// Reads `prog`'s run config from an ELF object's BTF, if it has one.
-pub(crate) fn read(elf: &[u8], prog: &str) -> Option<RunConfig> {
+fn read(elf: &[u8], prog: &str) -> Option<RunConfig> {
     let file = object::File::parse(elf).ok()?;
     let section = file.section_by_name(".BTF")?;
     let data = section.data().ok()?;
