@@ -68,7 +68,8 @@ enum Cmd {
         /// Default: the object's XDP_RUN_CONFIG, else `pass`.
         #[arg(long, value_parser = parse_mask)]
         proceed_on: Option<u32>,
-        /// Claim name (default: the program's name).
+        /// Claim name (default: the program's name, cut to 32 bytes with a
+        /// hash of the rest when longer).
         #[arg(long)]
         name: Option<String>,
         /// Size (max_entries) of a map the object leaves for its loader to
