@@ -21,6 +21,9 @@ pub enum ExtensionRefusal {
     /// EPERM with an empty verifier log: this kernel refuses every
     /// extension (lockdown, or a kernel built without it).
     KernelRefusesExtensions,
+    /// The object has no BTF, which an extension needs (the kernel
+    /// checks the program's signature against the slot function's).
+    NoBtf,
     /// The program changes packet data and its target does not.
     NotPacketChanging {
         /// The verifier's reason.
@@ -37,6 +40,7 @@ impl std::fmt::Display for ExtensionRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::KernelRefusesExtensions => f.write_str("EPERM with an empty verifier log"),
+            Self::NoBtf => f.write_str("the object has no BTF, which an extension needs"),
             Self::NotPacketChanging { summary } | Self::Other { summary } => f.write_str(summary),
         }
     }

@@ -447,6 +447,8 @@ pub(crate) fn load_extension(
             }
             let reason = if log.trim().is_empty() && io_error.raw_os_error() == Some(libc::EPERM) {
                 ExtensionRefusal::KernelRefusesExtensions
+            } else if log.contains("requires BTF") {
+                ExtensionRefusal::NoBtf
             } else if log.contains("changes packet data") {
                 ExtensionRefusal::NotPacketChanging {
                     summary: summarize(&log),

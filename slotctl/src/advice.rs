@@ -72,6 +72,9 @@ pub fn advice(e: &Error) -> Option<String> {
             ExtensionRefusal::KernelRefusesExtensions => {
                 "this kernel refuses extensions: use --backend tailcall (or auto)".into()
             }
+            ExtensionRefusal::NoBtf => {
+                "build it with BTF (clang -g), or use --backend tailcall".into()
+            }
             ExtensionRefusal::NotPacketChanging { .. } => {
                 "the slot functions are packet-changing, so the object may be built for another target".into()
             }
