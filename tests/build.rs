@@ -1,5 +1,6 @@
 //! Builds the test programs: the aya-ebpf ones (crate `test-progs`) with
-//! aya-build, the C ones (`c/*.c`) with clang. All land in OUT_DIR.
+//! aya-build, the C ones (`c/*.c`) with clang, with BTF (`-g`) except those
+//! named `*_nobtf.c`. All land in OUT_DIR.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
@@ -26,15 +27,16 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let obj = out.join(path.with_extension("o").file_name().unwrap());
+        let btf = !path.to_string_lossy().ends_with("_nobtf.c");
         let status = Command::new("clang-19")
             .args([
                 "-O2",
-                "-g",
                 "-target",
                 "bpf",
                 "-I/usr/include/x86_64-linux-gnu",
                 "-c",
             ])
+            .args(btf.then_some("-g"))
             .arg(&path)
             .arg("-o")
             .arg(&obj)

@@ -15,7 +15,7 @@ use crate::{
     lock::DirLock,
     objects::Objects,
     pin,
-    program::{Inspected, Loaded, ProgramSource},
+    program::{Inspected, Loaded, ObjectBytes, ProgramSource},
     state::State,
 };
 
@@ -97,8 +97,8 @@ fn inspect(src: &ProgramSource) -> Result<Inspected> {
     };
     Ok(Inspected {
         name,
-        frags: false,
-        run_config: None,
+        object: ObjectBytes(src.bytes.clone()),
+        ..Inspected::default()
     })
 }
 

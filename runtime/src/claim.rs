@@ -20,7 +20,7 @@ use crate::{
     objects::Objects,
     placement::{self, DEFAULT_PRIO, PRIO_MAX},
     program::{self, Inspected, ProgramSource},
-    record::{Record, SlotState, encode_name},
+    record::{Record, SlotState, default_name, encode_name},
 };
 
 /// What to claim.
@@ -34,7 +34,9 @@ pub struct ClaimRequest {
     /// `1 << action` mask of verdicts after which the next slot runs.
     /// Default: the program's XDP_RUN_CONFIG, else XDP_PASS only.
     pub proceed_on: Option<u32>,
-    /// Default: the program's name.
+    /// Default: the program's name, made a valid claim name (cut to 32
+    /// bytes with a hash of the whole when longer); the claim's
+    /// [`name`](crate::Claim::name) says which.
     pub name: Option<String>,
     /// Persistent claims stay until released; held ones end with the
     /// process (or when the [`Claim`](crate::Claim) is dropped).
@@ -65,6 +67,9 @@ pub(crate) struct Prepared {
     pub proceed_on: u32,
     pub name: String,
     pub persistent: bool,
+    /// The program's XDP_RUN_CONFIG could not be read and a default took
+    /// its place.
+    pub run_config_ignored: bool,
 }
 
 /// Checks the object and the request: program, priority, name.
@@ -84,9 +89,11 @@ pub(crate) fn prepare(req: &ClaimRequest) -> Result<Prepared> {
         .proceed_on
         .or(ins.run_config.and_then(|r| r.proceed_on))
         .unwrap_or(DEFAULT_PROCEED_ON);
-    let name = req.name.clone().unwrap_or_else(|| ins.name.clone());
+    let name = req.name.clone().unwrap_or_else(|| default_name(&ins.name));
     encode_name(&name)?;
     Ok(Prepared {
+        run_config_ignored: ins.run_config_unreadable
+            && (req.prio.is_none() || req.proceed_on.is_none()),
         ins,
         prio,
         proceed_on,

@@ -21,6 +21,9 @@ pub enum ExtensionRefusal {
     /// EPERM with an empty verifier log: this kernel refuses every
     /// extension (lockdown, or a kernel built without it).
     KernelRefusesExtensions,
+    /// The object has no BTF, which an extension needs (the kernel
+    /// checks the program's signature against the slot function's).
+    NoBtf,
     /// The program changes packet data and its target does not.
     NotPacketChanging {
         /// The verifier's reason.
@@ -37,6 +40,7 @@ impl std::fmt::Display for ExtensionRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::KernelRefusesExtensions => f.write_str("EPERM with an empty verifier log"),
+            Self::NoBtf => f.write_str("the object has no BTF, which an extension needs"),
             Self::NotPacketChanging { summary } | Self::Other { summary } => f.write_str(summary),
         }
     }
@@ -123,6 +127,15 @@ pub enum Error {
         source: Cause,
     },
 
+    /// An ELF file built for another machine than BPF.
+    #[error("{path} is an ELF file for {machine}, not for BPF")]
+    NotBpf {
+        /// The object's path or label.
+        path: String,
+        /// The machine it was built for.
+        machine: String,
+    },
+
     /// The object holds no XDP program.
     #[error("{path} holds no XDP program (found: {found})")]
     NoXdpProgram {
@@ -163,6 +176,33 @@ pub enum Error {
         name: String,
         /// Its program type.
         kind: String,
+    },
+
+    /// Maps the program uses are declared with `max_entries` 0: the
+    /// object's own loader sizes them at start, and nothing gave them a
+    /// size ([`ProgramSource::map_sizes`](crate::ProgramSource::map_sizes)).
+    #[error(
+        "{program} in {path} uses {} with max_entries 0, a size its own loader sets at start",
+        map_list(maps)
+    )]
+    MapSizeNeeded {
+        /// The object's path or label.
+        path: String,
+        /// The program.
+        program: String,
+        /// The maps without a size.
+        maps: Vec<String>,
+    },
+
+    /// A size was given for a map the object does not have.
+    #[error("{path} has no map named {name} (maps in it: {maps})")]
+    NoSuchMap {
+        /// The object's path or label.
+        path: String,
+        /// The name given.
+        name: String,
+        /// The maps it has.
+        maps: String,
     },
 
     /// The verifier refused the program.
@@ -373,6 +413,14 @@ pub enum Error {
         #[source]
         source: Cause,
     },
+}
+
+/// "map a" or "maps a, b".
+fn map_list(maps: &[String]) -> String {
+    match maps {
+        [one] => format!("map {one}"),
+        many => format!("maps {}", many.join(", ")),
+    }
 }
 
 impl Error {

@@ -19,6 +19,7 @@
 
 mod attach;
 mod backend;
+mod btf;
 mod chain;
 mod claim;
 mod collect;
@@ -30,6 +31,7 @@ mod fake;
 mod handle;
 mod iface;
 mod lock;
+mod narrow;
 mod objects;
 mod owner;
 pub mod pin;
@@ -160,6 +162,7 @@ impl Runtime {
                 None => state.default_backend()?,
             };
             let claimed = claim::claim(&mut state, &req.program, &prepared, backend)?;
+            program::warn_claimed(&req.program, &prepared, &claimed.program);
             Ok(Claim::new(&iface.name, state.dir.clone(), claimed))
         })();
         if result.is_err() && attached.new {

@@ -26,13 +26,13 @@ fn take(
     let prep = Prepared {
         ins: Inspected {
             name: name.into(),
-            frags: false,
-            run_config: None,
+            ..Inspected::default()
         },
         prio,
         proceed_on: DEFAULT_PROCEED_ON,
         name: name.into(),
         persistent,
+        run_config_ignored: false,
     };
     claim(
         p,

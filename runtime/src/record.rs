@@ -140,6 +140,36 @@ pub(crate) fn encode_name(name: &str) -> Result<[u8; NAME_LEN], Error> {
     Ok(out)
 }
 
+/// The claim name a program gets when none is given: its own name when
+/// that is a valid claim name; otherwise that name with every byte a name
+/// may not hold replaced by '_' and, when it is too long, cut to its first
+/// bytes and a hash of the whole name (so two long names that start alike
+/// still differ, and the same program always gets the same name).
+pub(crate) fn default_name(program: &str) -> String {
+    let clean: String = program
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        return "program".into();
+    }
+    if clean.len() <= NAME_LEN {
+        return clean;
+    }
+    // FNV-1a: small, and stable across builds and platforms.
+    let hash = program.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let tag = format!("-{hash:08x}");
+    format!("{}{tag}", &clean[..NAME_LEN - tag.len()])
+}
+
 /// The name stored in a raw record.
 fn decode_name(raw: &[u8; NAME_LEN]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
@@ -182,6 +212,20 @@ mod tests {
             ..SlotConfig::FREE
         };
         assert!(Record::decode(4, &no_backend).is_err());
+    }
+
+    #[test]
+    fn default_names_are_valid() {
+        assert_eq!(default_name("xdp_pass"), "xdp_pass");
+        let long = "xdp_test_prog_with_a_long_name_too";
+        let name = default_name(long);
+        assert_eq!(name.len(), NAME_LEN);
+        assert!(name.starts_with("xdp_test_prog_with_a_lo-"), "{name}");
+        assert!(encode_name(&name).is_ok());
+        assert_eq!(default_name(long), name, "the same name every time");
+        assert_ne!(default_name("xdp_test_prog_with_a_long_name_two"), name);
+        assert_eq!(default_name("a::b"), "a__b");
+        assert!(encode_name(&default_name(&"é".repeat(40))).is_ok());
     }
 
     #[test]

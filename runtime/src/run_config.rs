@@ -4,9 +4,12 @@
 //! `.xdp_run_config`: a struct whose members encode values as array
 //! lengths (`__uint(priority, 20)` is `int (*priority)[20]`), with
 //! `priority` and one member per XDP action to chain on
-//! (`__uint(XDP_PASS, 1)`). aya-obj keeps its BTF types private, so this
-//! reads the few kinds it needs itself.
-use object::{Object as _, ObjectSection as _};
+//! (`__uint(XDP_PASS, 1)`). The values exist only in BTF: in an object
+//! built without it (clang without -g) the variable is there, its values
+//! are not.
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use crate::btf::{Btf, KIND_ARRAY, KIND_DATASEC, KIND_PTR, KIND_STRUCT, KIND_VAR, u32_at};
 
 /// What the object says about one program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,114 +28,61 @@ const ACTIONS: [&str; 5] = [
     "XDP_REDIRECT",
 ];
 
-const KIND_INT: u32 = 1;
-const KIND_PTR: u32 = 2;
-const KIND_ARRAY: u32 = 3;
-const KIND_STRUCT: u32 = 4;
-const KIND_UNION: u32 = 5;
-const KIND_ENUM: u32 = 6;
-const KIND_TYPEDEF: u32 = 8;
-const KIND_VOLATILE: u32 = 9;
-const KIND_CONST: u32 = 10;
-const KIND_RESTRICT: u32 = 11;
-const KIND_FUNC_PROTO: u32 = 13;
-const KIND_VAR: u32 = 14;
-const KIND_DATASEC: u32 = 15;
-const KIND_DECL_TAG: u32 = 17;
-const KIND_TYPE_TAG: u32 = 18;
-const KIND_ENUM64: u32 = 19;
+/// The section libxdp's `XDP_RUN_CONFIG` puts its variables in.
+const SECTION: &str = ".xdp_run_config";
 
-struct Type<'a> {
-    name_off: u32,
-    kind: u32,
-    vlen: usize,
-    size_or_type: u32,
-    extra: &'a [u8],
+/// `int (*member)[N]` -> N.
+fn encoded_value(btf: &Btf, member_type: u32) -> Option<u32> {
+    let ptr = btf.resolve(member_type)?;
+    if ptr.kind != KIND_PTR {
+        return None;
+    }
+    let arr = btf.resolve(ptr.size_or_type)?;
+    if arr.kind != KIND_ARRAY {
+        return None;
+    }
+    u32_at(arr.extra, 8)
 }
 
-struct Btf<'a> {
-    types: Vec<Type<'a>>,
-    strings: &'a [u8],
+/// What an object says about one program's run config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// No `XDP_RUN_CONFIG` for the program.
+    None,
+    /// Its values.
+    Config(RunConfig),
+    /// The variable is there, but the object has no BTF to read its
+    /// values from.
+    WithoutBtf,
 }
 
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
-}
-
-impl<'a> Btf<'a> {
-    fn parse(data: &'a [u8]) -> Option<Self> {
-        if data.get(..2)? != [0x9f, 0xeb] {
-            return None; // not little-endian BTF
-        }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
-        let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
-        let types_data = data.get(hdr_len + type_off..hdr_len + type_off + type_len)?;
-        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len)?;
-        let mut types = Vec::new();
-        let mut off = 0;
-        while off + 12 <= types_data.len() {
-            let name_off = u32_at(types_data, off)?;
-            let info = u32_at(types_data, off + 4)?;
-            let size_or_type = u32_at(types_data, off + 8)?;
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let extra_len = match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-                _ => 0,
-            };
-            let extra = types_data.get(off + 12..off + 12 + extra_len)?;
-            types.push(Type {
-                name_off,
-                kind,
-                vlen,
-                size_or_type,
-                extra,
-            });
-            off += 12 + extra_len;
-        }
-        Some(Self { types, strings })
+/// Reads `prog`'s run config from an ELF object.
+pub(crate) fn find(elf: &[u8], prog: &str) -> Found {
+    if let Some(cfg) = read(elf, prog) {
+        return Found::Config(cfg);
     }
-
-    fn name(&self, off: u32) -> &str {
-        let s = self.strings.get(off as usize..).unwrap_or_default();
-        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-        std::str::from_utf8(&s[..end]).unwrap_or("")
+    let Ok(file) = object::File::parse(elf) else {
+        return Found::None;
+    };
+    if file.section_by_name(".BTF").is_some() {
+        return Found::None;
     }
-
-    /// Type `id` (1-based), with typedef/const/volatile peeled off.
-    fn resolve(&self, mut id: u32) -> Option<&Type<'a>> {
-        for _ in 0..32 {
-            let t = self.types.get((id as usize).checked_sub(1)?)?;
-            match t.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = t.size_or_type
-                }
-                _ => return Some(t),
-            }
-        }
-        None
-    }
-
-    /// `int (*member)[N]` -> N.
-    fn encoded_value(&self, member_type: u32) -> Option<u32> {
-        let ptr = self.resolve(member_type)?;
-        if ptr.kind != KIND_PTR {
-            return None;
-        }
-        let arr = self.resolve(ptr.size_or_type)?;
-        if arr.kind != KIND_ARRAY {
-            return None;
-        }
-        u32_at(arr.extra, 8)
+    let wanted = format!("_{prog}");
+    let declared = file.symbols().any(|s| {
+        s.name() == Ok(wanted.as_str())
+            && s.section_index()
+                .and_then(|i| file.section_by_index(i).ok())
+                .is_some_and(|sec| sec.name() == Ok(SECTION))
+    });
+    if declared {
+        Found::WithoutBtf
+    } else {
+        Found::None
     }
 }
 
-/// Reads `prog`'s run config from an ELF object, if it has one.
-pub(crate) fn read(elf: &[u8], prog: &str) -> Option<RunConfig> {
+/// Reads `prog`'s run config from an ELF object's BTF, if it has one.
+fn read(elf: &[u8], prog: &str) -> Option<RunConfig> {
     let file = object::File::parse(elf).ok()?;
     let section = file.section_by_name(".BTF")?;
     let data = section.data().ok()?;
@@ -141,10 +91,10 @@ pub(crate) fn read(elf: &[u8], prog: &str) -> Option<RunConfig> {
     let datasec = btf
         .types
         .iter()
-        .find(|t| t.kind == KIND_DATASEC && btf.name(t.name_off) == ".xdp_run_config")?;
+        .find(|t| t.kind == KIND_DATASEC && btf.name(t.name_off) == SECTION)?;
     for i in 0..datasec.vlen {
         let var_id = u32_at(datasec.extra, i * 12)?;
-        let var = btf.types.get((var_id as usize).checked_sub(1)?)?;
+        let var = btf.get(var_id)?;
         if var.kind != KIND_VAR || btf.name(var.name_off) != wanted {
             continue;
         }
@@ -155,7 +105,7 @@ pub(crate) fn read(elf: &[u8], prog: &str) -> Option<RunConfig> {
         let mut cfg = RunConfig::default();
         for m in 0..st.vlen {
             let name = btf.name(u32_at(st.extra, m * 12)?);
-            let Some(value) = btf.encoded_value(u32_at(st.extra, m * 12 + 4)?) else {
+            let Some(value) = encoded_value(&btf, u32_at(st.extra, m * 12 + 4)?) else {
                 continue;
             };
             if name == "priority" {

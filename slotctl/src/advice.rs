@@ -49,18 +49,31 @@ pub fn advice(e: &Error) -> Option<String> {
         Error::BadObject { .. } => {
             "pass an ELF object built for BPF (clang -target bpf, or aya-ebpf)".into()
         }
+        Error::NotBpf { .. } => "build it for BPF (clang -target bpf, or aya-ebpf)".into(),
         Error::NoXdpProgram { .. } => {
             "build it with SEC(\"xdp\") in C or #[xdp] with aya-ebpf".into()
         }
         Error::NoSuchProgram { .. } | Error::AmbiguousProgram { .. } => {
             "pick one with --program".into()
         }
+        Error::MapSizeNeeded { maps, .. } => format!(
+            "give {} a size: {}",
+            if maps.len() == 1 { "it" } else { "each" },
+            maps.iter()
+                .map(|m| format!("--map-size {m}=N"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Error::NoSuchMap { .. } => "give --map-size one of those names".into(),
         Error::VerifierRejected { .. } => {
             "fix the program (the full verifier log is shown with RUST_LOG=debug)".into()
         }
         Error::ExtensionRefused { reason, .. } => match reason {
             ExtensionRefusal::KernelRefusesExtensions => {
                 "this kernel refuses extensions: use --backend tailcall (or auto)".into()
+            }
+            ExtensionRefusal::NoBtf => {
+                "build it with BTF (clang -g), or use --backend tailcall".into()
             }
             ExtensionRefusal::NotPacketChanging { .. } => {
                 "the slot functions are packet-changing, so the object may be built for another target".into()

@@ -68,9 +68,14 @@ enum Cmd {
         /// Default: the object's XDP_RUN_CONFIG, else `pass`.
         #[arg(long, value_parser = parse_mask)]
         proceed_on: Option<u32>,
-        /// Claim name (default: the program's name).
+        /// Claim name (default: the program's name, cut to 32 bytes with a
+        /// hash of the rest when longer).
         #[arg(long)]
         name: Option<String>,
+        /// Size (max_entries) of a map the object leaves for its loader to
+        /// size (declared with max_entries 0), e.g. `rx_cnt=64`. Repeatable.
+        #[arg(long = "map-size", value_name = "NAME=N", value_parser = parse_map_size)]
+        map_size: Vec<(String, u32)>,
         /// Hold the slot only while slotctl runs (in the foreground, showing
         /// the program's aya-log output); released when slotctl exits.
         #[arg(long)]
@@ -174,6 +179,23 @@ fn parse_backend(s: &str) -> std::result::Result<BackendArg, String> {
     }
 }
 
+/// `--map-size NAME=N`.
+fn parse_map_size(s: &str) -> std::result::Result<(String, u32), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=N (e.g. rx_cnt=64)"))?;
+    if name.is_empty() {
+        return Err(format!("{s:?} has no map name (NAME=N, e.g. rx_cnt=64)"));
+    }
+    match n.parse::<u32>() {
+        Ok(0) => Err(format!("{name} needs at least 1 entry")),
+        Ok(n) => Ok((name.to_string(), n)),
+        Err(_) => Err(format!(
+            "{n:?} is not a number of entries (NAME=N, e.g. rx_cnt=64)"
+        )),
+    }
+}
+
 /// Set by SIGINT or SIGTERM. Installed before a held claim is made, so
 /// that a signal sent as soon as the claim is reported is never lost.
 fn stop_on_signal() -> Result<Arc<AtomicBool>> {
@@ -203,12 +225,15 @@ fn run(cli: Cli) -> Result<()> {
             program,
             proceed_on,
             name,
+            map_size,
             hold,
             backend,
             mode,
             json,
         } => {
-            let mut req = ClaimRequest::new(ProgramSource::file(&object, program.as_deref())?);
+            let mut src = ProgramSource::file(&object, program.as_deref())?;
+            src.map_sizes.extend(map_size);
+            let mut req = ClaimRequest::new(src);
             req.prio = prio;
             req.proceed_on = proceed_on;
             req.name = name;

@@ -37,8 +37,10 @@ const TEST_PACKAGE: &str = "integration-tests";
 /// global slot functions, filling and releasing slots with extensions
 /// (held, persistent, released on SIGKILL), the chain decision replaced,
 /// packet-changing extensions in every slot, extensions mixed with tail
-/// calls, slotctl end to end, a small race, a crash at every crash point
-/// and the hand-made leftovers of two dead installs. `--all` runs every
+/// calls, slotctl end to end, a small race, a crash at every crash point,
+/// the hand-made leftovers of two dead installs, and a narrowed object
+/// whose legacy section name was rewritten (an extension needs the BTF
+/// function records that follow the name). `--all` runs every
 /// executable instead; `cargo xtask stress --vm` adds the storms.
 pub const CONFORMANCE: &[(&str, &[&str])] = &[
     (
@@ -53,6 +55,7 @@ pub const CONFORMANCE: &[(&str, &[&str])] = &[
     ("slotctl", &[]),
     ("crash", &[]),
     ("races", &["eight_claimers_at_once"]),
+    ("objects", &["legacy_section_names_are_xdp"]),
     (
         "faults",
         &[
