@@ -111,3 +111,25 @@ pub static HELP: LazyLock<String> = LazyLock::new(|| {
     s.push_str(REFUSAL);
     s
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table says what `--help` says, status by status.
+    #[test]
+    fn the_readme_lists_every_exit_status() {
+        let readme = include_str!("../../README.md");
+        for e in Exit::ALL {
+            let row = format!("| {} | {} |", e.code(), e.meaning());
+            assert!(readme.contains(&row), "README lacks {row:?}");
+        }
+    }
+
+    #[test]
+    fn codes_are_distinct_and_in_order() {
+        for (i, e) in Exit::ALL.iter().enumerate() {
+            assert_eq!(e.code(), i as i32);
+        }
+    }
+}
