@@ -10,8 +10,9 @@ use crate::{
     iface::Iface,
     lock::DirLock,
     objects::Objects,
-    pin,
+    origins, pin,
     probe::ProbeError,
+    record::SlotState,
     root,
     state::State,
     sys,
@@ -53,6 +54,104 @@ pub struct Attached {
     pub passed_over: Vec<(Backend, ProbeError)>,
     /// Kernel id of the dispatcher program.
     pub prog_id: u32,
+    /// The foreign XDP program that `force` removed from the interface.
+    pub replaced: Option<Replaced>,
+    /// State found stale and removed: its dispatcher was no longer on the
+    /// interface (the interface was re-created, or the link pin removed by
+    /// hand), and the claims it recorded were gone with it.
+    pub stale: Option<Dropped>,
+}
+
+/// A foreign XDP program removed from an interface by a forced attach.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct Replaced {
+    /// Its name.
+    pub program: String,
+    /// Its kernel id.
+    pub id: u32,
+}
+
+/// A claim that went with its interface's state.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct DroppedClaim {
+    /// Its slot.
+    pub slot: usize,
+    /// Its name.
+    pub name: String,
+    /// Held, persistent or draining.
+    pub state: SlotState,
+    /// The claiming process.
+    pub owner: u32,
+}
+
+/// The claims an interface's state held when it was removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[non_exhaustive]
+pub struct Dropped {
+    /// The claims, as far as the records could be read.
+    pub claims: Vec<DroppedClaim>,
+    /// The records could not be read (damaged state): there may have been
+    /// claims that are not listed.
+    pub unreadable: bool,
+}
+
+/// The result of a detach.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct Detached {
+    /// The interface.
+    pub iface: String,
+    /// The claims removed with the state (only with `force`).
+    pub dropped: Dropped,
+}
+
+/// The claims recorded in the state directory `dir`.
+fn claims_in(dir: &Path, iface: &Iface) -> Dropped {
+    let records = State::open(dir, &iface.name).and_then(|s| s.records());
+    match records {
+        Ok(records) => Dropped {
+            claims: records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.is_free())
+                .map(|(slot, r)| DroppedClaim {
+                    slot,
+                    name: r.name.clone(),
+                    state: r.state,
+                    owner: r.owner.pid,
+                })
+                .collect(),
+            unreadable: false,
+        },
+        Err(_) => Dropped {
+            claims: Vec::new(),
+            unreadable: true,
+        },
+    }
+}
+
+/// The programs libxdp's dispatcher `id` on `ifindex` runs, as its pins
+/// tell (`<bpffs>/xdp/dispatch-<ifindex>-<id>/prog<N>-prog`, with the bpffs
+/// from `LIBXDP_BPFFS` as libxdp takes it): `name (id N)` each.
+fn libxdp_programs(ifindex: u32, id: u32) -> Vec<String> {
+    let bpffs = std::env::var_os("LIBXDP_BPFFS").unwrap_or_else(|| "/sys/fs/bpf".into());
+    let dir = Path::new(&bpffs)
+        .join("xdp")
+        .join(format!("dispatch-{ifindex}-{id}"));
+    (0..)
+        .map(|n| dir.join(format!("prog{n}-prog")))
+        .take_while(|p| p.exists())
+        .map(|p| match aya::programs::ProgramInfo::from_pin(&p) {
+            Ok(info) => format!(
+                "{} (id {})",
+                info.name_as_str().unwrap_or("unnamed"),
+                info.id()
+            ),
+            Err(_) => p.display().to_string(),
+        })
+        .collect()
 }
 
 fn serialize_reasons<S: serde::Serializer>(
@@ -104,6 +203,7 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
     let _root_lock = DirLock::exclusive(root)?;
     remove_dead_builds(root, iface)?;
     let dir = root.join(iface.dir_name());
+    let mut stale = None;
     if dir.exists() {
         if let Some(prog_id) = ours_attached(&dir, iface)? {
             let state = State::open(&dir, &iface.name)?;
@@ -115,12 +215,22 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
                 passed_over: Vec::new(),
                 prog_id,
                 dir,
+                replaced: None,
+                stale: None,
             });
         }
         // Our directory, but the dispatcher is not on the interface any more
-        // (the interface was deleted and its index reused): start afresh.
-        log::info!("removing stale state {}", dir.display());
+        // (the interface was deleted and its index reused, or the link pin
+        // removed): start afresh, saying what went.
+        let dropped = claims_in(&dir, iface);
+        log::warn!(
+            "{}: the dispatcher was no longer on the interface (the interface was re-created, or the link pin in {} removed), so its state was dropped with {}",
+            iface.name,
+            dir.display(),
+            dropped
+        );
         remove_dir(&dir)?;
+        stale = Some(dropped);
     }
     let mut on_if = sys::xdp_attached(iface.ifindex)
         .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;
@@ -137,13 +247,20 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
         on_if = sys::xdp_attached(iface.ifindex)
             .map_err(|e| Error::io(format!("reading the XDP program of {}", iface.name), e))?;
     }
+    let mut replaced = None;
     if on_if.prog_id != 0 {
         let program = program_name(on_if.prog_id);
-        let program = if program == "xdp_dispatcher" {
-            "libxdp's xdp_dispatcher".to_string()
-        } else {
-            program
-        };
+        if program == LIBXDP_DISPATCHER {
+            // Another manager's dispatcher, with programs of its own: never
+            // removed from here, not even with force.
+            return Err(Error::ForeignDispatcher {
+                iface: iface.name.clone(),
+                manager: "libxdp".into(),
+                programs: libxdp_programs(iface.ifindex, on_if.prog_id),
+                program,
+                id: on_if.prog_id,
+            });
+        }
         if !opts.force {
             return Err(Error::ForeignProgram {
                 iface: iface.name.clone(),
@@ -179,6 +296,10 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
                 id: on_if.prog_id,
             });
         }
+        replaced = Some(Replaced {
+            program,
+            id: on_if.prog_id,
+        });
     }
     let (backend, passed_over) = match opts.backend {
         Some(b) => (b, Vec::new()),
@@ -192,6 +313,7 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
         .map_err(|e| Error::io(format!("creating {}", building.display()), e))?;
     let result = crash::point("attach::building").and_then(|()| {
         let mode = dispatcher::install(&building, iface, opts.mode, backend)?;
+        origins::create(&building)?;
         let mut state = State::open(&building, &iface.name)?;
         let mut c = state.control()?;
         c.mode = mode.code();
@@ -211,6 +333,8 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
             mode,
             backend,
             passed_over,
+            replaced,
+            stale,
         }),
         Err(e) => {
             let _ = remove_dir(&building);
@@ -259,8 +383,37 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
     std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
 }
 
+/// `2 claim(s): a (slot 0, persistent), b (slot 3, held by pid 7)`, `no
+/// claims`, or that they could not be read.
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unreadable {
+            return f.write_str("claims that could not be read (damaged records)");
+        }
+        if self.claims.is_empty() {
+            return f.write_str("no claims");
+        }
+        write!(f, "{} claim(s): ", self.claims.len())?;
+        for (i, c) in self.claims.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match c.state {
+                SlotState::Held => {
+                    write!(f, "{} (slot {}, held by pid {})", c.name, c.slot, c.owner)?
+                }
+                other => write!(f, "{} (slot {}, {})", c.name, c.slot, other.as_str())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The program name of libxdp's dispatcher.
+const LIBXDP_DISPATCHER: &str = "xdp_dispatcher";
+
 /// Detaches the dispatcher from `iface` and removes its state.
-pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<()> {
+pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<Detached> {
     root::ensure(root)?;
     let _root_lock = DirLock::exclusive(root)?;
     let dir = root.join(iface.dir_name());
@@ -269,22 +422,31 @@ pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<()> {
             iface: iface.name.clone(),
         });
     }
-    {
+    let dropped = {
         let _lock = DirLock::exclusive(&dir)?;
         match State::open(&dir, &iface.name) {
             Ok(mut state) => {
                 collect(&mut state)?;
-                let count = state.records()?.iter().filter(|r| !r.is_free()).count();
+                let dropped = claims_in(&dir, iface);
+                let count = dropped.claims.len();
                 if count > 0 && !force {
                     return Err(Error::SlotsInUse {
                         iface: iface.name.clone(),
                         count,
                     });
                 }
+                dropped
             }
             Err(e) if !force => return Err(e),
-            Err(_) => {}
+            Err(_) => Dropped {
+                claims: Vec::new(),
+                unreadable: true,
+            },
         }
-    }
-    remove_dir(&dir)
+    };
+    remove_dir(&dir)?;
+    Ok(Detached {
+        iface: iface.name.clone(),
+        dropped,
+    })
 }

@@ -55,11 +55,27 @@ pub(crate) fn collect<O: Objects>(objs: &mut O) -> Result<Vec<usize>> {
             // ever seen half-made under the lock, so this is a forced
             // release that died before marking the slot draining. Finish
             // it: the holder's objects still fill the slot.
-            log::info!("slot {n} on {}: finishing a forced release", objs.iface());
+            log::info!(
+                "slot {n} ({}) on {}: finishing a forced release",
+                rec.name,
+                objs.iface()
+            );
             drain(objs, n, rec)?;
             continue;
         }
-        log::info!("slot {n} on {}: holder gone, freeing it", objs.iface());
+        let why = match rec.state {
+            SlotState::Held if !objs.alive(rec.owner) => {
+                format!("its holder (pid {}) exited", rec.owner.pid)
+            }
+            SlotState::Draining => "its holder exited after a forced release".into(),
+            _ if !progs.contains(&rec.prog_id) => format!("its program {} is gone", rec.prog_id),
+            _ => "its claim never finished".into(),
+        };
+        log::info!(
+            "slot {n} ({}) on {}: {why}; freeing the slot",
+            rec.name,
+            objs.iface()
+        );
         if let (SlotState::Held, Some(backend)) = (rec.state, rec.backend) {
             objs.settle_dead_hold(backend, n, rec.prog_id)?;
         }

@@ -222,6 +222,7 @@ pub(crate) fn slot_array(dir: &Path, n: usize) -> Result<MapData> {
         .ok_or_else(|| Error::CorruptState {
             iface: dir.display().to_string(),
             path: dir.to_path_buf(),
+            pin: Some(pin::DISPATCHER),
             why: format!("the dispatcher has no program array for slot {n}"),
         })?;
     MapData::from_id(id).map_err(|e| Error::kernel(format!("opening slot {n}'s program array"), e))

@@ -105,6 +105,25 @@ pub enum Error {
         id: u32,
     },
 
+    /// Another manager's XDP dispatcher (libxdp's) sits on the interface
+    /// with its programs; it was left alone, even with `force`.
+    #[error(
+        "{iface} runs {manager}'s dispatcher ({program}, id {id}) with {}; it is not ours to remove, so it was left alone",
+        programs_phrase(programs)
+    )]
+    ForeignDispatcher {
+        /// The interface.
+        iface: String,
+        /// Who manages it (`libxdp`).
+        manager: String,
+        /// The dispatcher program's name.
+        program: String,
+        /// Its kernel id.
+        id: u32,
+        /// The programs it runs (`name (id N)`), as far as its pins tell.
+        programs: Vec<String>,
+    },
+
     /// The interface's state directory is not ours or is damaged; nothing
     /// was changed.
     #[error("the state of {iface} in {} is not ours or is damaged ({why}); nothing was changed", path.display())]
@@ -113,6 +132,9 @@ pub enum Error {
         iface: String,
         /// Its state directory.
         path: PathBuf,
+        /// The pin in it whose content is damaged, if it exists (see
+        /// [`crate::pin`]); `None` when a pin is missing.
+        pin: Option<&'static str>,
         /// What is wrong with it.
         why: String,
     },
@@ -423,7 +445,73 @@ fn map_list(maps: &[String]) -> String {
     }
 }
 
+/// The class of an [`Error`](enum@Error): what a caller (a script, through
+/// slotctl's exit status) may act on without reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request or the object is wrong: fix the input.
+    BadInput,
+    /// The interface, the dispatcher on it, the claim or the slot asked for
+    /// is not there.
+    NotFound,
+    /// The process lacks the privileges.
+    Permission,
+    /// Something else is in the way: another program, claim or name, a
+    /// full dispatcher.
+    Conflict,
+    /// The kernel refused: the verifier, a program type, a backend.
+    KernelRefused,
+    /// The interface's state is damaged or not ours.
+    Damaged,
+    /// Anything else: the environment (bpffs), file system errors.
+    Other,
+}
+
 impl Error {
+    /// The error's class. Every variant is in one arm: a new variant joins
+    /// the arm of its class.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::BadObject { .. }
+            | Self::NoXdpProgram { .. }
+            | Self::NoSuchProgram { .. }
+            | Self::AmbiguousProgram { .. }
+            | Self::WrongProgramType { .. }
+            | Self::PriorityOutOfRange { .. }
+            | Self::BadName { .. }
+            | Self::NoSuchSlot { .. }
+            | Self::UnknownBackend { .. }
+            | Self::NotBpf { .. }
+            | Self::MapSizeNeeded { .. }
+            | Self::NoSuchMap { .. } => ErrorKind::BadInput,
+            Self::NoSuchInterface { .. }
+            | Self::NotAttached { .. }
+            | Self::NotHeld { .. }
+            | Self::NoSuchClaim { .. }
+            | Self::NoCustomChain { .. } => ErrorKind::NotFound,
+            Self::NotPrivileged { .. } => ErrorKind::Permission,
+            Self::ForeignProgram { .. }
+            | Self::ForeignLink { .. }
+            | Self::ForeignDispatcher { .. }
+            | Self::SlotsFull { .. }
+            | Self::BackendFull { .. }
+            | Self::NameTaken { .. }
+            | Self::HeldByOther { .. }
+            | Self::SlotsInUse { .. }
+            | Self::ChainInstalled { .. } => ErrorKind::Conflict,
+            Self::VerifierRejected { .. }
+            | Self::ExtensionRefused { .. }
+            | Self::TailCallRefused { .. }
+            | Self::BackendUnsupported { .. }
+            | Self::ChainNeedsFreplace { .. }
+            | Self::NoXdpLink { .. }
+            | Self::Kernel { .. } => ErrorKind::KernelRefused,
+            Self::CorruptState { .. } => ErrorKind::Damaged,
+            Self::BpffsNotMounted { .. } | Self::Io { .. } => ErrorKind::Other,
+        }
+    }
+
     /// A failed kernel operation (or a privilege error when the cause is
     /// EPERM/EACCES and the process is unprivileged).
     pub(crate) fn kernel(
@@ -454,6 +542,15 @@ impl Error {
     /// The OS error code at the bottom of this error's causes, if any.
     pub fn os_error(&self) -> Option<i32> {
         os_error(self)
+    }
+}
+
+/// `2 programs (a (id 7), b (id 9))`, `no programs`.
+fn programs_phrase(programs: &[String]) -> String {
+    match programs.len() {
+        0 => "no programs".into(),
+        1 => format!("1 program ({})", programs[0]),
+        n => format!("{n} programs ({})", programs.join(", ")),
     }
 }
 

@@ -345,10 +345,11 @@ impl Objects for Fake {
         "fake0"
     }
 
-    fn corrupt(&self, why: String) -> Error {
+    fn corrupt(&self, pin: &'static str, why: String) -> Error {
         Error::CorruptState {
             iface: "fake0".into(),
             path: "/fake".into(),
+            pin: Some(pin),
             why,
         }
     }

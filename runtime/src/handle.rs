@@ -7,7 +7,7 @@ use crate::{
     error::Result,
     lock::DirLock,
     program::Loaded,
-    release::release_own,
+    release::{OwnRelease, release_own},
     state::State,
 };
 
@@ -57,16 +57,16 @@ impl Claim {
         &mut self.program.ebpf
     }
 
-    /// Releases a held claim now, reporting errors (drop does it silently).
-    /// A persistent claim is left in place: release it with
-    /// [`Runtime::release`](crate::Runtime::release).
-    pub fn release(mut self) -> Result<()> {
+    /// Releases a held claim now, reporting errors and what became of it
+    /// (drop does it silently). A persistent claim is left in place:
+    /// release it with [`Runtime::release`](crate::Runtime::release).
+    pub fn release(mut self) -> Result<OwnRelease> {
         self.release_held()
     }
 
-    fn release_held(&mut self) -> Result<()> {
+    fn release_held(&mut self) -> Result<OwnRelease> {
         let Some(hold) = self.hold.take() else {
-            return Ok(());
+            return Ok(OwnRelease::Persistent);
         };
         let _lock = DirLock::exclusive(&self.dir)?;
         let mut state = State::open(&self.dir, &self.iface)?;

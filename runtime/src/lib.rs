@@ -33,6 +33,7 @@ mod iface;
 mod lock;
 mod narrow;
 mod objects;
+mod origins;
 mod owner;
 pub mod pin;
 mod placement;
@@ -50,18 +51,19 @@ mod sys;
 
 use std::path::{Path, PathBuf};
 
-pub use attach::{AttachOptions, Attached};
+pub use attach::{AttachOptions, Attached, Detached, Dropped, DroppedClaim, Replaced};
 pub use backend::Backend;
 pub use chain::ChainClaim;
 pub use claim::ClaimRequest;
 pub use dispatcher::{Mode, OBJECT as DISPATCHER, slot_array_ids};
-pub use error::{Cause, Error, ExtensionRefusal, Result, chain as error_chain};
+pub use dispatcher_common::{LAYOUT_VERSION, SLOT_COUNT};
+pub use error::{Cause, Error, ErrorKind, ExtensionRefusal, Result, chain as error_chain};
 pub use handle::Claim;
 pub use iface::Iface;
 pub use placement::{DEFAULT_PRIO, PRIO_MAX};
 pub use program::ProgramSource;
 pub use record::SlotState;
-pub use release::{Released, SlotRef};
+pub use release::{OwnRelease, Released, SlotRef};
 pub use run_config::RunConfig;
 pub use status::{ClaimState, ClaimStatus, Counters, Status, mask_names, parse_mask};
 
@@ -110,8 +112,8 @@ impl Runtime {
     }
 
     /// Detaches the dispatcher and removes its state. Refuses while slots
-    /// are claimed unless `force`.
-    pub fn detach(&self, iface: &str, force: bool) -> Result<()> {
+    /// are claimed unless `force`; says which claims went.
+    pub fn detach(&self, iface: &str, force: bool) -> Result<Detached> {
         attach::detach(&self.root, &Iface::resolve(iface)?, force)
     }
 
@@ -162,6 +164,17 @@ impl Runtime {
                 None => state.default_backend()?,
             };
             let claimed = claim::claim(&mut state, &req.program, &prepared, backend)?;
+            // The claim is made: an origin that cannot be recorded only
+            // leaves status without it.
+            if let Err(e) = origins::write(
+                &state.dir,
+                claimed.slot,
+                claimed.prog_id,
+                &req.program.label,
+                &prepared.ins.name,
+            ) {
+                log::warn!("{}", error::chain(&e));
+            }
             program::warn_claimed(&req.program, &prepared, &claimed.program);
             Ok(Claim::new(&iface.name, state.dir.clone(), claimed))
         })();
@@ -193,16 +206,19 @@ impl Runtime {
     }
 
     /// The state of every interface of this network namespace that has
-    /// the dispatcher.
-    pub fn status_all(&self) -> Result<Vec<Status>> {
+    /// the dispatcher: each interface's name and its status, or why it
+    /// could not be read (damaged state), so that one interface does not
+    /// hide the others.
+    pub fn status_all(&self) -> Result<Vec<(String, Result<Status>)>> {
         root::ensure(&self.root)?;
         let cookie = sys::netns_cookie()
             .map_err(|e| Error::io("reading the network namespace cookie", e))?;
         let mut out = Vec::new();
         for (dir, ifindex) in status::dirs_in_netns(&self.root, cookie)? {
             let name = sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}"));
-            let _lock = DirLock::shared(&dir)?;
-            out.push(status::read(&State::open(&dir, &name)?)?);
+            let status =
+                DirLock::shared(&dir).and_then(|_lock| status::read(&State::open(&dir, &name)?));
+            out.push((name, status));
         }
         Ok(out)
     }

@@ -28,8 +28,8 @@ pub(crate) trait Objects {
 
     /// The interface's name, for messages.
     fn iface(&self) -> &str;
-    /// The error for damaged state.
-    fn corrupt(&self, why: String) -> Error;
+    /// The error for damaged state in the pin `pin` (see [`crate::pin`]).
+    fn corrupt(&self, pin: &'static str, why: String) -> Error;
 
     /// Reads `CONTROL`.
     fn control(&self) -> Result<Control>;
@@ -83,7 +83,7 @@ pub(crate) trait Objects {
 
     /// Slot `n`'s record, decoded.
     fn record(&self, n: usize) -> Result<Record> {
-        Record::decode(n, &self.raw_record(n)?).map_err(|why| self.corrupt(why))
+        Record::decode(n, &self.raw_record(n)?).map_err(|why| self.corrupt(crate::pin::SLOTS, why))
     }
 
     /// Every record, in slot order.

@@ -11,6 +11,9 @@ pub const CONTROL: &str = "control";
 pub const SLOTS: &str = "slots";
 /// The `STATS` map: per-slot counters.
 pub const STATS: &str = "stats";
+/// The `ORIGINS` map: each claim's object and program name (userspace
+/// only; absent in state attached by earlier versions).
+pub const ORIGINS: &str = "origins";
 /// A persistent custom chain-decision link.
 pub const CHAIN: &str = "chain";
 

@@ -179,6 +179,12 @@ pub(crate) fn tail_calls() -> Outcome {
     }
 }
 
+/// Does this process have the privileges BPF and XDP management need?
+/// Without them every probe fails, whatever the kernel permits.
+pub fn privileged() -> bool {
+    crate::sys::is_privileged()
+}
+
 /// Runs every probe.
 pub fn report() -> Report {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")

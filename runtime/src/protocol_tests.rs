@@ -67,7 +67,8 @@ fn claim_records_then_fills_then_activates_and_release_reverses_it() {
         assert!(recorded < filled && filled < active, "{b}: {l:?}");
         k.borrow().check_whole();
 
-        release_own(&mut p, n, c.prog_id, c.hold.unwrap()).unwrap();
+        let r = release_own(&mut p, n, c.prog_id, c.hold.unwrap()).unwrap();
+        assert_eq!(r, crate::OwnRelease::Released);
         let l = log(&k);
         let inactive = position(&l, &format!("deactivate {n}"));
         let emptied = position(&l, &format!("empty {n}"));
@@ -213,6 +214,29 @@ fn a_dead_holders_claim_is_collected_and_a_persistent_one_stays() {
 }
 
 #[test]
+fn releasing_a_dead_holders_claim_reports_the_collection_as_its_release() {
+    for b in Backend::ALL {
+        for which in [SlotRef::Name("held".into()), SlotRef::Slot(0)] {
+            sim::arm(None);
+            let k = Sim::new();
+            let mut holder = Sim::spawn(&k);
+            let held = take(&mut holder, "held", 20, false, b).unwrap();
+            assert_eq!(held.slot, 0);
+            k.borrow_mut().kill(holder.me.pid);
+            k.borrow_mut().kernel_work();
+            let mut other = Sim::spawn(&k);
+            let r = release(&mut other, &which, false).unwrap();
+            assert_eq!((r.slot, r.name.as_str(), r.stale), (0, "held", true), "{b}");
+            assert!(!r.draining);
+            assert_eq!(other.record(0).unwrap().state, SlotState::Free);
+            k.borrow().check_whole();
+            // Released once: a second release finds nothing.
+            assert!(release(&mut other, &which, false).is_err());
+        }
+    }
+}
+
+#[test]
 fn a_forced_release_drains_until_the_holder_exits() {
     for b in Backend::ALL {
         sim::arm(None);
@@ -230,7 +254,8 @@ fn a_forced_release_drains_until_the_holder_exits() {
         let next = take(&mut other, "next", 20, true, b).unwrap();
         assert_ne!(next.slot, held.slot);
         // The holder's own release then frees it.
-        release_own(&mut holder, held.slot, held.prog_id, held.hold.unwrap()).unwrap();
+        let r = release_own(&mut holder, held.slot, held.prog_id, held.hold.unwrap()).unwrap();
+        assert_eq!(r, crate::OwnRelease::ForcedBefore);
         assert_eq!(other.record(held.slot).unwrap().state, SlotState::Free);
         k.borrow().check_whole();
     }
@@ -302,7 +327,7 @@ fn scenario(op: Op, b: Backend, armed: Option<&'static str>) -> Vec<&'static str
         }
         Op::ReleaseOwnHeld => {
             let c = crasher_claims.pop().unwrap();
-            release_own(&mut crasher, c.slot, c.prog_id, c.hold.unwrap())
+            release_own(&mut crasher, c.slot, c.prog_id, c.hold.unwrap()).map(drop)
         }
         Op::ForcedRelease => release(&mut crasher, &SlotRef::Name("target".into()), true).map(drop),
         Op::CollectDead => collect(&mut crasher).map(drop),

@@ -23,6 +23,16 @@ pub enum SlotState {
 }
 
 impl SlotState {
+    /// The name used in output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Held => "held",
+            Self::Persistent => "persistent",
+            Self::Draining => "draining",
+        }
+    }
+
     /// The stored code.
     pub(crate) fn code(self) -> u32 {
         match self {

@@ -45,6 +45,28 @@ pub struct Released {
     /// A held claim released by force: its holder still runs, so the slot
     /// is reused only after it exits.
     pub draining: bool,
+    /// The claim was stale (its holder had exited, or its program was
+    /// gone): the collection that precedes every release freed it.
+    pub stale: bool,
+}
+
+/// How a holder's own release of its held claim ended
+/// ([`Claim::release`](crate::Claim::release)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OwnRelease {
+    /// This call took the claim out of the run and emptied its slot.
+    Released,
+    /// Another process had released it by force (the slot was draining);
+    /// this call freed the slot.
+    ForcedBefore,
+    /// The slot no longer held this claim: released by force and reused,
+    /// or freed while the state was repaired. Nothing was done.
+    Gone,
+    /// A persistent claim: left in place (see
+    /// [`Runtime::release`](crate::Runtime::release)).
+    Persistent,
 }
 
 /// Deactivates slot `n`, empties it (through the holder's objects, if
@@ -83,29 +105,48 @@ pub(crate) fn drain<O: Objects>(objs: &mut O, n: usize, rec: &Record) -> Result<
 /// Releases the claim `which`. Another process's held claim needs `force`.
 /// The caller holds the exclusive lock.
 pub(crate) fn release<O: Objects>(objs: &mut O, which: &SlotRef, force: bool) -> Result<Released> {
-    collect(objs)?;
-    let records = objs.records()?;
-    let slot = match which {
-        SlotRef::Slot(n) if *n >= SLOT_COUNT => {
-            return Err(Error::NoSuchSlot {
-                slot: *n,
-                last: SLOT_COUNT - 1,
-            });
-        }
-        SlotRef::Slot(n) => *n,
-        SlotRef::Name(name) => records
-            .iter()
-            .position(|r| !r.is_free() && r.name == *name)
-            .ok_or_else(|| Error::NoSuchClaim {
-                iface: objs.iface().into(),
-                name: name.clone(),
-            })?,
+    if let SlotRef::Slot(n) = which
+        && *n >= SLOT_COUNT
+    {
+        return Err(Error::NoSuchSlot {
+            slot: *n,
+            last: SLOT_COUNT - 1,
+        });
+    }
+    // The claim asked for, as it was before the collection: a claim whose
+    // holder is gone is freed by the collection, and that is its release.
+    let before = objs.records()?;
+    let find = |records: &[Record]| match which {
+        SlotRef::Slot(n) => Some(*n),
+        SlotRef::Name(name) => records.iter().position(|r| !r.is_free() && r.name == *name),
     };
+    let asked = find(&before);
+    let freed = collect(objs)?;
+    if let Some(n) = asked
+        && freed.contains(&n)
+        && matches!(before[n].state, SlotState::Held | SlotState::Persistent)
+    {
+        return Ok(Released {
+            slot: n,
+            name: before[n].name.clone(),
+            draining: false,
+            stale: true,
+        });
+    }
+    let records = objs.records()?;
+    let slot = find(&records).ok_or_else(|| match which {
+        SlotRef::Name(name) => Error::NoSuchClaim {
+            iface: objs.iface().into(),
+            name: name.clone(),
+        },
+        SlotRef::Slot(_) => unreachable!("a slot number always names a slot"),
+    })?;
     let rec = &records[slot];
     let released = |draining| Released {
         slot,
         name: rec.name.clone(),
         draining,
+        stale: false,
     };
     match rec.state {
         SlotState::Persistent => {
@@ -138,19 +179,23 @@ pub(crate) fn release_own<O: Objects>(
     slot: usize,
     prog_id: u32,
     mut hold: O::Hold,
-) -> Result<()> {
+) -> Result<OwnRelease> {
     let rec = objs.record(slot)?;
     if rec.prog_id != prog_id {
-        return Ok(());
+        return Ok(OwnRelease::Gone);
     }
     match rec.state {
         SlotState::Draining => {
             // Released by force: the slot waited for our objects; they go
             // now.
             drop(hold);
-            objs.write_record(slot, &Record::FREE)
+            objs.write_record(slot, &Record::FREE)?;
+            Ok(OwnRelease::ForcedBefore)
         }
-        SlotState::Held => retire(objs, slot, &rec, Some(&mut hold)),
-        SlotState::Free | SlotState::Persistent => Ok(()),
+        SlotState::Held => {
+            retire(objs, slot, &rec, Some(&mut hold))?;
+            Ok(OwnRelease::Released)
+        }
+        SlotState::Free | SlotState::Persistent => Ok(OwnRelease::Gone),
     }
 }

@@ -46,14 +46,19 @@ pub(crate) struct State {
 impl State {
     /// Opens the pinned state in `dir` and checks that it is ours.
     pub fn open(dir: &Path, iface: &str) -> Result<Self> {
-        let corrupt = |why: String| Error::CorruptState {
-            iface: iface.into(),
-            path: dir.to_path_buf(),
-            why,
+        // The damaged pin, for inspection: only one that exists.
+        let corrupt = |name: &'static str| {
+            move |why: String| Error::CorruptState {
+                iface: iface.into(),
+                path: dir.to_path_buf(),
+                pin: dir.join(name).exists().then_some(name),
+                why,
+            }
         };
-        let control = open_array::<Control>(&dir.join(pin::CONTROL), 1).map_err(&corrupt)?;
-        let slots =
-            open_array::<SlotConfig>(&dir.join(pin::SLOTS), SLOT_COUNT as u32).map_err(&corrupt)?;
+        let control =
+            open_array::<Control>(&dir.join(pin::CONTROL), 1).map_err(corrupt(pin::CONTROL))?;
+        let slots = open_array::<SlotConfig>(&dir.join(pin::SLOTS), SLOT_COUNT as u32)
+            .map_err(corrupt(pin::SLOTS))?;
         let state = Self {
             dir: dir.to_path_buf(),
             iface: iface.into(),
@@ -62,7 +67,7 @@ impl State {
         };
         let c = state.control()?;
         if c.magic != CONTROL_MAGIC || c.version != LAYOUT_VERSION {
-            return Err(corrupt(format!(
+            return Err(corrupt(pin::CONTROL)(format!(
                 "control record has magic {:#x} version {}, expected {CONTROL_MAGIC:#x} version {LAYOUT_VERSION}",
                 c.magic, c.version
             )));
@@ -73,14 +78,15 @@ impl State {
     /// The mode the dispatcher was attached in.
     pub fn mode(&self) -> Result<Mode> {
         let code = self.control()?.mode;
-        Mode::from_code(code).ok_or_else(|| self.corrupt(format!("control record has mode {code}")))
+        Mode::from_code(code)
+            .ok_or_else(|| self.corrupt(pin::CONTROL, format!("control record has mode {code}")))
     }
 
     /// The backend claims get unless they ask for one.
     pub fn default_backend(&self) -> Result<Backend> {
         let code = self.control()?.backend;
         Backend::from_code(code)
-            .ok_or_else(|| self.corrupt(format!("control record has backend {code}")))
+            .ok_or_else(|| self.corrupt(pin::CONTROL, format!("control record has backend {code}")))
     }
 
     /// Path of a pin in this interface's directory.
@@ -97,10 +103,11 @@ impl Objects for State {
         &self.iface
     }
 
-    fn corrupt(&self, why: String) -> Error {
+    fn corrupt(&self, pin: &'static str, why: String) -> Error {
         Error::CorruptState {
             iface: self.iface.clone(),
             path: self.dir.clone(),
+            pin: Some(pin),
             why,
         }
     }
@@ -218,6 +225,9 @@ fn open_array<T: aya::Pod>(
     path: &Path,
     len: u32,
 ) -> std::result::Result<Array<MapData, T>, String> {
+    if !path.exists() {
+        return Err(format!("its pin {} is missing", path.display()));
+    }
     let data = MapData::from_pin(path)
         .map_err(|e| format!("{}: {}", path.display(), crate::error::chain(&e)))?;
     let array = Array::<MapData, T>::try_from(Map::Array(data))

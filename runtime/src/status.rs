@@ -6,11 +6,11 @@ use serde::Serialize;
 use crate::{
     backend::Backend,
     collect::is_live,
-    dispatcher::Mode,
+    dispatcher::{self, Mode},
     error::{Error, Result},
     iface,
     objects::Objects,
-    pin,
+    origins, pin,
     record::SlotState,
     state::State,
 };
@@ -122,6 +122,11 @@ pub struct ClaimStatus {
     pub active: bool,
     /// Wall-clock time of the claim, seconds since the epoch.
     pub claimed_at: u64,
+    /// The object the program came from (a path, or an in-memory object's
+    /// label); `None` if unknown (state attached by an earlier version).
+    pub object: Option<String>,
+    /// The program's name in its object; `None` if unknown.
+    pub program: Option<String>,
     /// The slot's counters, while counting is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
@@ -139,6 +144,11 @@ pub struct Status {
     pub netns_cookie: u64,
     /// Its state directory.
     pub dir: String,
+    /// Kernel id of the dispatcher program.
+    pub prog_id: u32,
+    /// Kernel id of the XDP link that holds it on the interface (0 if none
+    /// was found).
+    pub link_id: u32,
     /// How the dispatcher sits on it.
     pub mode: Mode,
     /// The backend claims get by default.
@@ -172,6 +182,7 @@ pub(crate) fn read(state: &State) -> Result<Status> {
         let position = control.run_table().position(n);
         let active = position.is_some();
         let live = is_live(state, active, n, rec, &progs);
+        let origin = origins::read(&state.dir, n, rec.prog_id);
         claims.push(ClaimStatus {
             position,
             slot: n,
@@ -191,16 +202,25 @@ pub(crate) fn read(state: &State) -> Result<Status> {
             backend,
             active,
             claimed_at: rec.claimed_at,
+            object: origin.as_ref().map(|o| o.object.clone()),
+            program: origin.map(|o| o.program),
             counters: counters.as_ref().map(|c| c[n].clone()),
         });
     }
     claims.sort_by_key(|c| (c.position.is_none(), c.position, c.slot));
     let ifname_end = control.ifname.iter().position(|&b| b == 0).unwrap_or(16);
+    let prog_id = dispatcher::pinned_program(&state.dir)?.id();
+    let link_id = aya::programs::loaded_links()
+        .filter_map(|l| l.ok())
+        .find(|l| l.program_id() == prog_id)
+        .map_or(0, |l| l.id());
     Ok(Status {
         iface: String::from_utf8_lossy(&control.ifname[..ifname_end]).into_owned(),
         ifindex: control.ifindex,
         netns_cookie: control.netns_cookie,
         dir: state.dir.display().to_string(),
+        prog_id,
+        link_id,
         mode: state.mode()?,
         backend: state.default_backend()?,
         stats: control.flags & FLAG_STATS != 0,

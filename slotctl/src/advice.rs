@@ -24,6 +24,38 @@ pub fn line(e: &anyhow::Error) -> String {
     text
 }
 
+/// clap's usage error on one line: its message (a list it introduces
+/// joined in), its tips, and the usage it shows, without the blank lines
+/// and the pointer to `--help`.
+pub fn usage_line(rendered: &str, usage: Option<&str>, help: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut usage = usage.map(|u| u.trim().trim_start_matches("Usage: ").to_string());
+    for l in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = l.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if l.starts_with("For more information") {
+            continue;
+        } else if let Some(m) = l.strip_prefix("error: ") {
+            parts.push(m.to_string());
+        } else if let Some(last) = parts.last_mut().filter(|p| p.ends_with(':')) {
+            last.push(' ');
+            last.push_str(l);
+        } else if let Some(last) = parts.last_mut().filter(|p| p.ends_with('>')) {
+            // A list item after the first.
+            last.push_str(", ");
+            last.push_str(l);
+        } else {
+            parts.push(l.to_string());
+        }
+    }
+    let mut line = parts.join("; ");
+    match usage {
+        Some(u) => line.push_str(&format!("; usage: {}", u.lines().next().unwrap_or(""))),
+        None => line.push_str(&format!("; see '{help}'")),
+    }
+    line
+}
+
 /// The advice for one library error, if there is any to give.
 pub fn advice(e: &Error) -> Option<String> {
     Some(match e {
@@ -39,13 +71,26 @@ pub fn advice(e: &Error) -> Option<String> {
             format!("run 'slotctl attach {iface}' (claim attaches it too)")
         }
         Error::ForeignProgram { iface, .. } => format!(
-            "remove it first ('ip link set dev {iface} xdp off', or its loader's unload command), or run 'slotctl attach {iface} --force' to replace it"
+            "detach it first ('xdp-loader unload {iface} --all' if xdp-loader loaded it, else 'ip link set dev {iface} xdp off'), or replace it with 'slotctl attach {iface} --force'"
         ),
         Error::ForeignLink { .. } => "stop or ask the program that attached it".into(),
-        Error::CorruptState { iface, path, .. } => format!(
-            "inspect it with 'bpftool map dump pinned {}/slots', and reset it with 'slotctl detach {iface} --force'",
-            path.display()
+        Error::ForeignDispatcher { iface, .. } => format!(
+            "remove it with 'xdp-loader unload {iface} --all' (this unloads every program on it), then try again"
         ),
+        Error::CorruptState {
+            iface, path, pin, ..
+        } => {
+            let inspect = match pin {
+                Some(p) if *p == slots_runtime::pin::DISPATCHER || *p == slots_runtime::pin::LINK => {
+                    format!("'bpftool prog show pinned {}'", path.join(p).display())
+                }
+                Some(p) => format!("'bpftool map dump pinned {}'", path.join(p).display()),
+                None => format!("'ls -l {}'", path.display()),
+            };
+            format!(
+                "inspect it with {inspect}, and reset it with 'slotctl detach {iface} --force' (this drops its claims)"
+            )
+        }
         Error::BadObject { .. } => {
             "pass an ELF object built for BPF (clang -target bpf, or aya-ebpf)".into()
         }

@@ -1,12 +1,12 @@
 //! slotctl: a thin shell over `slots-runtime`.
 //!
 //! Exit status 0 on success; otherwise one line on stderr saying what
-//! failed, why, and what to do.
+//! failed, why, and what to do, and the status of its class
+//! ([`slotctl::exit`]).
 mod advice;
 mod output;
 
 use std::{
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -15,185 +15,66 @@ use std::{
 };
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use slots_runtime::{
-    AttachOptions, Backend, ClaimRequest, Mode, ProgramSource, Runtime, SlotRef, parse_mask,
+use clap::{CommandFactory as _, Parser as _};
+use slotctl::{
+    cli::{Cli, Cmd},
+    exit::Exit,
 };
-
-#[derive(Parser)]
-#[command(
-    name = "slotctl",
-    version,
-    about = "Run several XDP programs on one interface, each in its own slot of a dispatcher attached once"
-)]
-struct Cli {
-    /// bpffs directory holding the per-interface state.
-    #[arg(long, global = true, default_value = slots_runtime::DEFAULT_ROOT)]
-    bpffs: PathBuf,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ModeArg {
-    Auto,
-    Native,
-    Skb,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(m: ModeArg) -> Self {
-        match m {
-            ModeArg::Auto => Mode::Auto,
-            ModeArg::Native => Mode::Native,
-            ModeArg::Skb => Mode::Skb,
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Claim a slot for an XDP program (attaches the dispatcher if needed).
-    Claim {
-        iface: String,
-        /// The XDP object file (C `SEC("xdp")` or aya-ebpf `#[xdp]`).
-        object: PathBuf,
-        /// Lower runs first (0..=1000). Default: the object's XDP_RUN_CONFIG, else 50.
-        #[arg(long)]
-        prio: Option<u32>,
-        /// Program name in the object, if it has several.
-        #[arg(long)]
-        program: Option<String>,
-        /// Verdicts after which the next slot runs, e.g. `pass,drop`.
-        /// Default: the object's XDP_RUN_CONFIG, else `pass`.
-        #[arg(long, value_parser = parse_mask)]
-        proceed_on: Option<u32>,
-        /// Claim name (default: the program's name, cut to 32 bytes with a
-        /// hash of the rest when longer).
-        #[arg(long)]
-        name: Option<String>,
-        /// Size (max_entries) of a map the object leaves for its loader to
-        /// size (declared with max_entries 0), e.g. `rx_cnt=64`. Repeatable.
-        #[arg(long = "map-size", value_name = "NAME=N", value_parser = parse_map_size)]
-        map_size: Vec<(String, u32)>,
-        /// Hold the slot only while slotctl runs (in the foreground, showing
-        /// the program's aya-log output); released when slotctl exits.
-        #[arg(long)]
-        hold: bool,
-        /// auto (the interface's), freplace or tailcall.
-        #[arg(long, default_value = "auto", value_parser = parse_backend)]
-        backend: BackendArg,
-        /// XDP mode if the dispatcher has to be attached.
-        #[arg(long, value_enum, default_value = "auto")]
-        mode: ModeArg,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Release a claim by slot number or name.
-    Release {
-        iface: String,
-        /// Slot number or claim name.
-        which: String,
-        /// Release another process's held claim.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Show the claims (in run order) of one interface, or of all of this
-    /// network namespace's interfaces that have the dispatcher.
-    Status {
-        iface: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Attach the dispatcher (idempotent).
-    Attach {
-        iface: String,
-        #[arg(long, value_enum, default_value = "auto")]
-        mode: ModeArg,
-        /// Default backend for claims: auto takes the first this kernel
-        /// allows (freplace, then tailcall).
-        #[arg(long, default_value = "auto", value_parser = parse_backend)]
-        backend: BackendArg,
-        /// Replace a foreign XDP program.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Detach the dispatcher and remove its state.
-    Detach {
-        iface: String,
-        /// Even while slots are claimed.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Switch the per-slot counters on or off.
-    Stats {
-        iface: String,
-        #[arg(value_parser = ["on", "off"])]
-        state: String,
-    },
-    /// Install (or remove) a replacement chain-decision program (freplace).
-    Chain {
-        iface: String,
-        /// Object with a function `int f(struct xdp_md *, __u32 slot, __u32 action)`.
-        object: Option<PathBuf>,
-        #[arg(long)]
-        program: Option<String>,
-        /// Remove the installed (persistent) chain decision.
-        #[arg(long, conflicts_with = "object")]
-        remove: bool,
-        /// Keep it only while slotctl runs.
-        #[arg(long)]
-        hold: bool,
-    },
-    /// What this kernel permits: extensions, tail calls, frags, lockdown.
-    Probe {
-        #[arg(long)]
-        json: bool,
-    },
-}
+use slots_runtime::{AttachOptions, ClaimRequest, Error, ProgramSource, Runtime, SlotRef};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .format_timestamp(None)
         .init();
-    let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("slotctl: {}", advice::line(&e));
-        std::process::exit(1);
-    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage(e),
+    };
+    let code = match run(cli) {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("slotctl: {}", advice::line(&e));
+            exit_of(&e)
+        }
+    };
+    std::process::exit(code.code());
 }
 
-/// `--backend`: `auto` (None) or a backend's name.
-#[derive(Clone, Copy)]
-struct BackendArg(Option<Backend>);
-
-fn parse_backend(s: &str) -> std::result::Result<BackendArg, String> {
-    match s {
-        "auto" => Ok(BackendArg(None)),
-        other => other
-            .parse()
-            .map(|b| BackendArg(Some(b)))
-            .map_err(|e| format!("{e}, or auto")),
-    }
+/// The exit status of a failure: its library error's class, if it is one.
+fn exit_of(e: &anyhow::Error) -> Exit {
+    e.downcast_ref::<Error>()
+        .map_or(Exit::Failure, |e| Exit::of(e.kind()))
 }
 
-/// `--map-size NAME=N`.
-fn parse_map_size(s: &str) -> std::result::Result<(String, u32), String> {
-    let (name, n) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=N (e.g. rx_cnt=64)"))?;
-    if name.is_empty() {
-        return Err(format!("{s:?} has no map name (NAME=N, e.g. rx_cnt=64)"));
+/// A usage error: clap's message on one line (help and version as clap
+/// prints them).
+fn usage(e: clap::Error) -> ! {
+    use clap::error::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
     }
-    match n.parse::<u32>() {
-        Ok(0) => Err(format!("{name} needs at least 1 entry")),
-        Ok(n) => Ok((name.to_string(), n)),
-        Err(_) => Err(format!(
-            "{n:?} is not a number of entries (NAME=N, e.g. rx_cnt=64)"
-        )),
-    }
+    let usage = match e.get(clap::error::ContextKind::Usage) {
+        Some(clap::error::ContextValue::StyledStr(u)) => Some(u.to_string()),
+        _ => None,
+    };
+    // The subcommand, for the pointer to its help.
+    let cmd = Cli::command();
+    let sub = std::env::args()
+        .skip(1)
+        .find(|a| cmd.find_subcommand(a).is_some());
+    let help = match sub {
+        Some(s) => format!("slotctl {s} --help"),
+        None => "slotctl --help".into(),
+    };
+    eprintln!(
+        "slotctl: {}",
+        advice::usage_line(&e.render().to_string(), usage.as_deref(), &help)
+    );
+    std::process::exit(Exit::Usage.code());
 }
 
 /// Set by SIGINT or SIGTERM. Installed before a held claim is made, so
@@ -215,7 +96,7 @@ fn wait_for(stop: &AtomicBool, mut tick: impl FnMut()) {
     tick();
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<Exit> {
     let rt = Runtime::with_root(&cli.bpffs);
     match cli.cmd {
         Cmd::Claim {
@@ -251,8 +132,9 @@ fn run(cli: Cli) -> Result<()> {
                         l.flush();
                     }
                 });
-                claim.release()?;
-                eprintln!("released slot on {iface}");
+                let (slot, name) = (claim.slot, claim.name.clone());
+                let how = claim.release()?;
+                eprintln!("{}", output::own_release(&iface, slot, &name, how));
             }
         }
         Cmd::Release {
@@ -262,21 +144,32 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let which: SlotRef = which.parse().expect("infallible");
             let r = rt.release(&iface, &which, force)?;
-            if r.draining {
-                println!(
-                    "released slot {} ({}) on {iface}; it is reused once its holder exits",
-                    r.slot, r.name
-                );
-            } else {
-                println!("released slot {} ({}) on {iface}", r.slot, r.name);
-            }
+            println!("{}", output::released(&iface, &r));
         }
         Cmd::Status { iface, json } => {
             let all = match iface {
-                Some(i) => vec![rt.status(&i)?],
+                Some(i) => vec![(i.clone(), Ok(rt.status(&i)?))],
                 None => rt.status_all()?,
             };
-            output::status(&all, json)?;
+            let mut exit = Exit::Ok;
+            let mut shown = Vec::new();
+            let mut failed = Vec::new();
+            for (name, st) in all {
+                match st {
+                    Ok(st) => shown.push(st),
+                    Err(e) => {
+                        if exit == Exit::Ok {
+                            exit = Exit::of(e.kind());
+                        }
+                        failed.push((name, anyhow::Error::from(e)));
+                    }
+                }
+            }
+            output::status(&shown, &failed, json)?;
+            for (_, e) in &failed {
+                eprintln!("slotctl: {}", advice::line(e));
+            }
+            return Ok(exit);
         }
         Cmd::Attach {
             iface,
@@ -292,12 +185,12 @@ fn run(cli: Cli) -> Result<()> {
             output::attached(&a);
         }
         Cmd::Detach { iface, force } => {
-            rt.detach(&iface, force)?;
-            println!("detached the dispatcher from {iface}");
+            let d = rt.detach(&iface, force)?;
+            println!("{}", output::detached(&d));
         }
         Cmd::Stats { iface, state } => {
             rt.set_stats(&iface, state == "on")?;
-            println!("counters {state} on {iface}");
+            println!("{}", output::stats(&iface, state == "on"));
         }
         Cmd::Chain {
             iface,
@@ -309,11 +202,9 @@ fn run(cli: Cli) -> Result<()> {
             if remove {
                 rt.clear_chain(&iface)?;
                 println!("removed the chain decision of {iface}");
-                return Ok(());
+                return Ok(Exit::Ok);
             }
-            let Some(object) = object else {
-                anyhow::bail!("give an object file, or --remove");
-            };
+            let object = object.expect("clap requires the object without --remove");
             let src = ProgramSource::file(&object, program.as_deref())?;
             let stop = hold.then(stop_on_signal).transpose()?;
             let chain = rt.set_chain(&iface, &src, !hold)?;
@@ -327,7 +218,25 @@ fn run(cli: Cli) -> Result<()> {
                 drop(chain);
             }
         }
-        Cmd::Probe { json } => output::probe(&slots_runtime::probe::report(), json)?,
+        Cmd::Probe { json } => {
+            if !slots_runtime::probe::privileged() {
+                // Every BPF load fails unprivileged: the probes would say
+                // nothing about the kernel.
+                return Err(Error::NotPrivileged {
+                    what: "probing what the kernel permits".into(),
+                }
+                .into());
+            }
+            let r = slots_runtime::probe::report();
+            output::probe(&r, json)?;
+            if !r.tail_calls.ok && !r.freplace.ok {
+                eprintln!(
+                    "slotctl: this kernel runs neither backend (tail calls: {}); no claim can be made here",
+                    r.tail_calls.detail.as_deref().unwrap_or("refused")
+                );
+                return Ok(Exit::KernelRefused);
+            }
+        }
     }
-    Ok(())
+    Ok(Exit::Ok)
 }

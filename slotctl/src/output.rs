@@ -1,6 +1,8 @@
 //! What slotctl prints: a table for people, JSON for programs.
 use anyhow::Result;
-use slots_runtime::{Attached, Claim, Status, mask_names, probe::Report};
+use slots_runtime::{
+    Attached, Claim, Detached, OwnRelease, Released, Status, mask_names, probe::Report,
+};
 
 pub fn claimed(c: &Claim, json: bool) {
     if json {
@@ -29,6 +31,12 @@ pub fn claimed(c: &Claim, json: bool) {
 }
 
 pub fn attached(a: &Attached) {
+    if let Some(r) = &a.replaced {
+        println!(
+            "removed the foreign XDP program {} (id {}) from {}",
+            r.program, r.id, a.iface
+        );
+    }
     let how = if a.new {
         "attached the dispatcher to"
     } else {
@@ -50,26 +58,120 @@ pub fn attached(a: &Attached) {
     }
 }
 
-pub fn status(all: &[Status], json: bool) -> Result<()> {
-    if json {
-        let v = if all.len() == 1 {
-            serde_json::to_value(&all[0])?
-        } else {
-            serde_json::to_value(all)?
+/// What a detach did, on one line.
+pub fn detached(d: &Detached) -> String {
+    let what = if d.dropped.unreadable {
+        "; its state was damaged, so the claims it held could not be listed".to_string()
+    } else if d.dropped.claims.is_empty() {
+        String::new()
+    } else {
+        format!(" and dropped {}", d.dropped)
+    };
+    format!("detached the dispatcher from {}{what}", d.iface)
+}
+
+/// What `release` did, on one line.
+pub fn released(iface: &str, r: &Released) -> String {
+    let what = format!("released slot {} ({}) on {iface}", r.slot, r.name);
+    if r.stale {
+        format!("{what}: it was stale (its holder or its program was already gone)")
+    } else if r.draining {
+        format!("{what}; it is reused once its holder exits")
+    } else {
+        what
+    }
+}
+
+/// What a holder's own release of its held claim did, on one line.
+pub fn own_release(iface: &str, slot: usize, name: &str, how: OwnRelease) -> String {
+    match how {
+        OwnRelease::Released => format!("released slot {slot} ({name}) on {iface}"),
+        OwnRelease::ForcedBefore => format!(
+            "slot {slot} ({name}) on {iface} had been released by force ('slotctl release --force'); its slot is free now"
+        ),
+        _ => format!(
+            "slot {slot} ({name}) on {iface} no longer held this claim (released by force and reused, or reset): nothing to release"
+        ),
+    }
+}
+
+/// What `stats` did, on one line.
+pub fn stats(iface: &str, on: bool) -> String {
+    if on {
+        format!("per-slot counters of {iface} are on ('slotctl status {iface}' shows them)")
+    } else {
+        format!("per-slot counters of {iface} are off")
+    }
+}
+
+/// The version of `status --json`'s layout (docs/status-json.md).
+pub const STATUS_SCHEMA: u32 = 1;
+
+/// A text table: columns as wide as their widest cell, numbers right
+/// aligned.
+struct Table {
+    head: Vec<&'static str>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn print(&self) {
+        let widths: Vec<usize> = (0..self.head.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([self.head[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<&str>| {
+            let mut out = String::from(" ");
+            for (i, c) in cells.iter().enumerate() {
+                let w = widths[i];
+                if self.right[i] {
+                    out.push_str(&format!(" {c:>w$}"));
+                } else {
+                    out.push_str(&format!(" {c:<w$}"));
+                }
+            }
+            println!("{}", out.trim_end());
         };
+        line(self.head.clone());
+        for r in &self.rows {
+            line(r.iter().map(String::as_str).collect());
+        }
+    }
+}
+
+pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) -> Result<()> {
+    if json {
+        let errors: Vec<_> = failed
+            .iter()
+            .map(|(iface, e)| serde_json::json!({"iface": iface, "error": crate::advice::line(e)}))
+            .collect();
+        let v = serde_json::json!({
+            "schema": STATUS_SCHEMA,
+            "interfaces": all,
+            "errors": errors,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    if all.is_empty() {
+    if all.is_empty() && failed.is_empty() {
         println!("no interface of this network namespace has the dispatcher");
     }
     for s in all {
         println!(
-            "{} (ifindex {}, {} mode, backend {}, {} active slot(s){}{})",
+            "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{})",
             s.iface,
             s.ifindex,
             s.mode,
             s.backend.as_str(),
+            s.prog_id,
+            s.link_id,
             s.active_slots,
             if s.stats { ", counters on" } else { "" },
             s.custom_chain
@@ -80,8 +182,7 @@ pub fn status(all: &[Status], json: bool) -> Result<()> {
             println!("  no claims");
             continue;
         }
-        println!(
-            "  {:>3} {:>4} {:>5} {:<20} {:>7} {:<12} {:<9} {:<10} {:>7}{}",
+        let mut head = vec![
             "POS",
             "SLOT",
             "PRIO",
@@ -91,32 +192,36 @@ pub fn status(all: &[Status], json: bool) -> Result<()> {
             "BACKEND",
             "STATE",
             "OWNER",
-            if s.stats {
-                "   PACKETS   DROP   PASS"
-            } else {
-                ""
-            }
-        );
-        for c in &s.claims {
-            let counters = c
-                .counters
-                .as_ref()
-                .map(|k| format!(" {:>9} {:>6} {:>6}", k.packets, k.drop, k.pass))
-                .unwrap_or_default();
-            println!(
-                "  {:>3} {:>4} {:>5} {:<20} {:>7} {:<12} {:<9} {:<10} {:>7}{}",
-                c.position.map_or("-".to_string(), |p| p.to_string()),
-                c.slot,
-                c.prio,
-                c.name,
-                c.prog_id,
-                c.proceed_on.join(","),
-                c.backend.as_str(),
-                c.state,
-                c.owner,
-                counters
-            );
+        ];
+        let mut right = vec![true, true, true, false, true, false, false, false, true];
+        if s.stats {
+            head.extend(["PACKETS", "DROP", "PASS"]);
+            right.extend([true, true, true]);
         }
+        let rows = s
+            .claims
+            .iter()
+            .map(|c| {
+                let mut row = vec![
+                    c.position.map_or("-".to_string(), |p| p.to_string()),
+                    c.slot.to_string(),
+                    c.prio.to_string(),
+                    c.name.clone(),
+                    c.prog_id.to_string(),
+                    c.proceed_on.join(","),
+                    c.backend.as_str().to_string(),
+                    c.state.to_string(),
+                    c.owner.to_string(),
+                ];
+                if let Some(k) = &c.counters {
+                    row.extend([k.packets, k.drop, k.pass].map(|n| n.to_string()));
+                } else if s.stats {
+                    row.extend(["-", "-", "-"].map(String::from));
+                }
+                row
+            })
+            .collect();
+        Table { head, right, rows }.print();
     }
     Ok(())
 }
@@ -137,11 +242,6 @@ pub fn probe(r: &Report, json: bool) -> Result<()> {
         );
     };
     println!("kernel      {}", r.kernel);
-    if !r.privileged {
-        println!(
-            "note        not root: the kernel refuses BPF to unprivileged users, so the answers below say little; run with sudo"
-        );
-    }
     println!("btf         {}", if r.btf { "yes" } else { "no" });
     println!(
         "lockdown    {}",
@@ -157,8 +257,10 @@ pub fn probe(r: &Report, json: bool) -> Result<()> {
         "backend     {}",
         if r.freplace.ok {
             "freplace (auto)"
-        } else {
+        } else if r.tail_calls.ok {
             "tailcall (auto)"
+        } else {
+            "none: this kernel runs neither backend"
         }
     );
     Ok(())

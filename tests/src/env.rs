@@ -100,7 +100,7 @@ impl TestEnv {
             .expect("starting slotctl")
     }
 
-    /// `slotctl status <if> --json`, parsed.
+    /// `slotctl status <if> --json`, parsed: `{schema, interfaces, errors}`.
     pub fn status_json(&self) -> serde_json::Value {
         let out = self.slotctl(&["status", &self.pair.rx_if, "--json"]);
         assert!(

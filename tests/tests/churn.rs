@@ -27,7 +27,7 @@ use std::{
 };
 
 use integration_tests::env::{TestEnv, read_counter};
-use slots_runtime::{Claim, SlotRef};
+use slots_runtime::{Claim, OwnRelease, SlotRef};
 use support::{Rng, check_whole, claim_args, seed, size, spawn_slotctl, stderr};
 
 /// One datagram every this many microseconds.
@@ -174,7 +174,9 @@ fn counting_slots_see_every_packet_while_other_slots_churn() {
             let victim = pool.swap_remove(rng.below(pool.len() as u64) as usize);
             releases += 1;
             match victim {
-                Churner::Held(c) => c.release().unwrap(),
+                Churner::Held(c) => {
+                    assert_eq!(c.release().unwrap(), OwnRelease::Released);
+                }
                 Churner::Persistent(name) => {
                     if through_slotctl {
                         by_process += 1;
@@ -198,7 +200,9 @@ fn counting_slots_see_every_packet_while_other_slots_churn() {
     assert_eq!(st.claims.len(), pool.len() + 3);
     for c in pool {
         match c {
-            Churner::Held(c) => c.release().unwrap(),
+            Churner::Held(c) => {
+                assert_eq!(c.release().unwrap(), OwnRelease::Released);
+            }
             Churner::Persistent(name) => {
                 env.in_rx(|rt, i| rt.release(i, &SlotRef::Name(name), false))
                     .unwrap();

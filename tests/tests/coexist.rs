@@ -20,18 +20,7 @@ use integration_tests::{
     progs,
 };
 use slots_runtime::SlotRef;
-use support::{check_whole, claim_args, listing, spawn_slotctl, stderr};
-
-/// The id of the XDP program on the rx interface, as `ip` reports it.
-fn xdp_prog_on(env: &TestEnv, ifc: &str) -> Option<u32> {
-    let out = Command::new("ip")
-        .args(["-n", &env.pair.rx.name, "-d", "link", "show", "dev", ifc])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let rest = &text[text.find("prog/xdp id ")? + "prog/xdp id ".len()..];
-    rest.split_whitespace().next()?.parse().ok()
-}
+use support::{check_whole, claim_args, listing, spawn_slotctl, stderr, xdp_prog_on};
 
 /// Sum of the per-CPU `COUNTER[0]` of the program with id `prog`.
 fn counter_of(prog: u32) -> u64 {
@@ -60,10 +49,14 @@ fn ip_rx(env: &TestEnv, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// One refusal line containing `expect`, exit 1.
+/// One refusal line containing `expect`, with the conflict exit status.
 fn refused(out: &Output, expect: &[&str]) {
     let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(slotctl::exit::Exit::Conflict.code()),
+        "{err}"
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     for e in expect {
         assert!(err.contains(e), "{err:?} lacks {e:?}");
@@ -274,11 +267,7 @@ fn libxdp_on_the_next_interface_and_the_dispatcher_coexist() {
     // Status lists only ours; each program is where it was.
     let out = env.slotctl(&["status", "--json"]);
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // One interface prints as an object, several as an array.
-    let all = match all {
-        serde_json::Value::Array(a) => a,
-        one => vec![one],
-    };
+    let all = all["interfaces"].as_array().unwrap();
     let names: Vec<&str> = all.iter().map(|s| s["iface"].as_str().unwrap()).collect();
     assert_eq!(names, vec![ifc.as_str()]);
     assert_eq!(xdp_prog_on(&env, &a), Some(theirs));

@@ -43,7 +43,7 @@ impl Claims {
                     assert_eq!(l.name, name);
                     out.landed.push(l);
                 }
-                Some(1) => {
+                Some(c) if c == slotctl::exit::Exit::Conflict.code() => {
                     let err = stderr(&o);
                     let why = Refusal::of(refusal_line(&err))
                         .unwrap_or_else(|| panic!("{name} failed for no known reason: {err}"));
@@ -254,7 +254,11 @@ fn concurrent_releases_each_release_once() {
             continue;
         }
         let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert_eq!(
+            o.status.code(),
+            Some(slotctl::exit::Exit::NotFound.code()),
+            "{what}: {err}"
+        );
         let err = refusal_line(&err);
         if err.contains("no claim named") {
             no_such += 1;

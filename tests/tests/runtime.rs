@@ -233,7 +233,10 @@ fn another_holders_claim_needs_force() {
     ]);
     assert!(first_line(&mut child).contains("claimed slot"));
     let out = env.slotctl(&["release", &env.pair.rx_if, "theirs"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(slotctl::exit::Exit::Conflict.code())
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("held by process") && err.contains("--force"),

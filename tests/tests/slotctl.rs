@@ -4,6 +4,7 @@ use integration_tests::{
     netns::Netns,
     progs,
 };
+use slotctl::exit::Exit;
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -51,8 +52,15 @@ fn claim_status_json_release() {
 
     let out = env.slotctl(&["status", ifc, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all["schema"], 1, "{all}");
+    assert_eq!(all["errors"], serde_json::json!([]), "{all}");
+    assert_eq!(all["interfaces"].as_array().unwrap().len(), 1, "{all}");
+    let v = &all["interfaces"][0];
     assert_eq!(v["iface"], ifc);
+    // The dispatcher and the link that holds it, as bpftool shows them.
+    assert!(v["prog_id"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["link_id"].as_u64().unwrap() > 0, "{v}");
     assert!(
         v["backend"] == "tailcall" || v["backend"] == "freplace",
         "{v}"
@@ -63,7 +71,11 @@ fn claim_status_json_release() {
     assert_eq!(claims[0]["name"], "fw");
     assert_eq!(claims[0]["prio"], 20);
     assert_eq!(claims[0]["proceed_on"], serde_json::json!(["drop", "pass"]));
+    assert_eq!(claims[0]["object"], obj.to_str().unwrap());
+    assert_eq!(claims[0]["program"], "xdp_drop");
     assert_eq!(claims[1]["name"], "xdp_pass_cfg");
+    assert_eq!(claims[1]["object"], cfg.to_str().unwrap());
+    assert_eq!(claims[1]["program"], "xdp_pass_cfg");
     assert_eq!(claims[1]["prio"], 30);
     for c in claims {
         for key in [
@@ -94,19 +106,24 @@ fn claim_status_json_release() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = env.slotctl(&["status", ifc, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["claims"].as_array().unwrap().len(), 1);
+    assert_eq!(v["interfaces"][0]["claims"].as_array().unwrap().len(), 1);
 }
 
 #[test]
 fn errors_are_one_line_and_exit_non_zero() {
     let env = TestEnv::new().unwrap();
     let obj = progs::path("xdp_pass");
-    for (args, expect) in [
+    for (args, expect, exit) in [
         (
             vec!["claim", "no-such-if0", obj.to_str().unwrap()],
             "does not exist",
+            Exit::NotFound,
         ),
-        (vec!["release", &env.pair.rx_if, "3"], "not attached"),
+        (
+            vec!["release", &env.pair.rx_if, "3"],
+            "not attached",
+            Exit::NotFound,
+        ),
         (
             vec![
                 "claim",
@@ -115,11 +132,12 @@ fn errors_are_one_line_and_exit_non_zero() {
                 "5000",
                 obj.to_str().unwrap(),
             ],
-            "out of range",
+            "priorities run from 0 to 1000",
+            Exit::Usage,
         ),
     ] {
         let out = env.slotctl(&args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(exit.code()), "{args:?}");
         let err = stderr(&out);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");
@@ -128,7 +146,11 @@ fn errors_are_one_line_and_exit_non_zero() {
     let out = env.slotctl(&["status", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v, serde_json::json!([]), "nothing attached: {v}");
+    assert_eq!(
+        v["interfaces"],
+        serde_json::json!([]),
+        "nothing attached: {v}"
+    );
 }
 
 #[test]
@@ -151,7 +173,7 @@ fn a_foreign_xdp_program_is_refused_unless_forced() {
         ])
         .unwrap();
     let out = env.slotctl(&["attach", &env.pair.rx_if]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(Exit::Conflict.code()));
     let err = stderr(&out);
     assert!(
         err.contains("foreign XDP program") && err.contains("--force"),
@@ -159,6 +181,17 @@ fn a_foreign_xdp_program_is_refused_unless_forced() {
     );
     let out = env.slotctl(&["attach", &env.pair.rx_if, "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // It says what it removed.
+    let said = stdout(&out);
+    assert!(
+        said.starts_with("removed the foreign XDP program xdp_count_c (id ")
+            && said
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(&format!(") from {}", env.pair.rx_if)),
+        "{said}"
+    );
     let out = env.slotctl(&["status", &env.pair.rx_if, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -209,7 +242,7 @@ fn each_network_namespace_sees_its_own_interfaces() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        v,
+        v["interfaces"],
         serde_json::json!([]),
         "the other namespace has no dispatcher yet"
     );
@@ -265,10 +298,11 @@ fn hold_streams_the_programs_log_and_releases_on_sigterm() {
     let lines = reader.join().unwrap();
     let logged = lines.iter().filter(|l| l.contains("udp packet")).count();
     assert_eq!(logged, 3, "one aya-log line per datagram: {lines:?}");
-    assert!(lines.iter().any(|l| l.contains("released")), "{lines:?}");
+    let released = format!("released slot 0 (xdp_log) on {}", env.pair.rx_if);
+    assert!(lines.contains(&released), "{lines:?}");
     let out = env.slotctl(&["status", &env.pair.rx_if, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["claims"], serde_json::json!([]));
+    assert_eq!(v["interfaces"][0]["claims"], serde_json::json!([]));
 }
 
 /// Sends SIGTERM with the `kill` command (no unsafe in tests).
@@ -279,4 +313,45 @@ fn send_sigterm(pid: u32) -> i32 {
         .unwrap()
         .code()
         .unwrap()
+}
+
+#[test]
+fn long_names_keep_the_status_table_aligned() {
+    let env = TestEnv::new().unwrap();
+    let ifc = env.pair.rx_if.as_str();
+    let long = "a_claim_name_of_thirty_two_byte"; // 31 bytes, over 20
+    for (name, obj, prio) in [("fw", "xdp_pass", "10"), (long, "xdp_drop", "20")] {
+        let out = env.slotctl(&[
+            "claim",
+            ifc,
+            progs::path(obj).to_str().unwrap(),
+            "--name",
+            name,
+            "--prio",
+            prio,
+            "--backend",
+            backend_name(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = env.slotctl(&["status", ifc]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    // Every column starts where its header does: the cell after NAME (the
+    // program id, right aligned) ends where PROG ends, on every row.
+    let head = lines[0];
+    let prog_end = head.find("PROG").unwrap() + "PROG".len();
+    let name_at = head.find("NAME").unwrap();
+    for row in &lines[1..] {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells.len(), 9, "{text}");
+        let name = cells[3];
+        assert_eq!(row.find(name), Some(name_at), "{text}");
+        let prog = cells[4];
+        let at = row[name_at + name.len()..].find(prog).unwrap() + name_at + name.len();
+        assert_eq!(at + prog.len(), prog_end, "{text}");
+    }
+    assert!(text.contains(long), "{text}");
 }

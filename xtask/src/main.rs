@@ -50,6 +50,13 @@ enum Cmd {
     /// input, coexistence, crash) at their long sizes with the storms, as
     /// root; `--vm` in the QEMU VMs with freplace.
     Stress(stress::Args),
+    /// Write slotctl's man pages (man/man1/) and bash, zsh and fish
+    /// completions (completions/), rendered from its command line.
+    Dist {
+        /// Where to write them (default: target/dist).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -72,6 +79,22 @@ fn main() -> Result<()> {
         }
         Cmd::Bench(args) => bench::run(args),
         Cmd::Stress(args) => stress::run(args),
+        Cmd::Dist { out } => {
+            let out = out.unwrap_or_else(|| workspace_root().join("target").join("dist"));
+            let out = std::path::absolute(&out).context("resolving --out")?;
+            let out = out.to_str().context("--out is not UTF-8")?;
+            setup::run()?;
+            cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "slotctl",
+                "--example",
+                "dist",
+                "--",
+                out,
+            ])
+        }
         Cmd::Demo => {
             setup::run()?;
             cargo(&[

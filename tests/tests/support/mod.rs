@@ -459,6 +459,18 @@ fn lookup_u32(map_fd: i32, key: u32) -> Result<Option<u32>, String> {
     }
 }
 
+/// The id of the XDP program on `ifc` in the rx namespace, as `ip link`
+/// shows it.
+pub fn xdp_prog_on(env: &TestEnv, ifc: &str) -> Option<u32> {
+    let out = Command::new("ip")
+        .args(["-n", &env.pair.rx.name, "-d", "link", "show", "dev", ifc])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rest = &text[text.find("prog/xdp id ")? + "prog/xdp id ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 /// Is process `pid` running?
 pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -517,6 +529,7 @@ pub fn check_whole(env: &TestEnv, extra: &[&str]) -> Result<Status, String> {
         pin::CONTROL,
         pin::SLOTS,
         pin::STATS,
+        pin::ORIGINS,
     ]
     .iter()
     .map(|s| s.to_string())
