@@ -20,6 +20,7 @@ use integration_tests::{
     netns::unique,
     progs,
 };
+use slotctl::exit::Exit;
 use slots_runtime::Status;
 use support::{
     KERNEL_PATIENCE, array_entries, eventually, iface_dir, listing, spawn_slotctl, status, stderr,
@@ -123,11 +124,12 @@ fn world() -> TestEnv {
 }
 
 /// `slotctl claim <object> <extra>` must be refused with exactly `line`
-/// on stderr, a non-zero exit status, and no change.
-fn refused(env: &TestEnv, object: &str, extra: &[&str], line: &str) {
+/// on stderr, the exit status of its class, and no change.
+fn refused(env: &TestEnv, object: &str, extra: &[&str], exit: Exit, line: &str) {
     let before = snapshot(env);
     let out = claim(env, object, extra);
     assert!(!out.status.success(), "{line}: accepted: {}", stdout(&out));
+    assert_eq!(out.status.code(), Some(exit.code()), "{line}");
     assert_eq!(stderr(&out), format!("{line}\n"));
     assert_eq!(snapshot(env), before, "{line}: changed the state");
     println!("refused: {line}");
@@ -160,6 +162,7 @@ fn an_xdp_program_among_other_programs_is_claimed_alone() {
         &env,
         &mixed,
         &["--program", "tc_mixed"],
+        Exit::BadInput,
         &format!(
             "slotctl: program tc_mixed in {mixed} is a tc program, not XDP; only XDP programs can fill a slot"
         ),
@@ -174,6 +177,7 @@ fn objects_without_an_xdp_program_are_refused_by_what_they_are() {
         &env,
         &tc,
         &[],
+        Exit::BadInput,
         &format!(
             "slotctl: {tc} holds no XDP program (found: tc program tc_pass, tp_btf program trace_exception); build it with SEC(\"xdp\") in C or #[xdp] with aya-ebpf"
         ),
@@ -185,6 +189,7 @@ fn objects_without_an_xdp_program_are_refused_by_what_they_are() {
         &env,
         exe,
         &[],
+        Exit::BadInput,
         &format!(
             "slotctl: {exe} is an ELF file for x86-64, not for BPF; build it for BPF (clang -target bpf, or aya-ebpf)"
         ),
@@ -198,6 +203,7 @@ fn objects_without_an_xdp_program_are_refused_by_what_they_are() {
         &env,
         text,
         &[],
+        Exit::BadInput,
         &format!(
             "slotctl: cannot read {text} as a BPF object: not an ELF file; pass an ELF object built for BPF (clang -target bpf, or aya-ebpf)"
         ),
@@ -209,6 +215,7 @@ fn objects_without_an_xdp_program_are_refused_by_what_they_are() {
         &env,
         empty,
         &[],
+        Exit::BadInput,
         &format!(
             "slotctl: cannot read {empty} as a BPF object: the file is empty; pass an ELF object built for BPF (clang -target bpf, or aya-ebpf)"
         ),
@@ -225,6 +232,7 @@ fn legacy_section_names_are_xdp() {
         &env,
         &legacy,
         &[],
+        Exit::BadInput,
         &format!(
             "slotctl: {legacy} has several XDP programs (xdp_pass_func, xdp_patch_ports_func); pick one with --program"
         ),
@@ -262,6 +270,7 @@ fn a_long_program_name_gets_a_valid_claim_name() {
         &env,
         &long,
         &["--name", bad],
+        Exit::BadInput,
         "slotctl: name \"no spaces!\" is not valid: use 1..=32 bytes of letters, digits, '-', '_' or '.'; pass another --name",
     );
 }
@@ -274,8 +283,12 @@ fn run_config_without_btf_is_a_warning() {
     refused(
         &env,
         &obj,
-        &["--prio", "1001"],
-        "slotctl: priority 1001 is out of range 0..=1000 (lower runs first); pass --prio between 0 and 1000",
+        &["--name", "keep"],
+        Exit::Conflict,
+        &format!(
+            "slotctl: the name keep is already used by slot 0 on {}; pick another --name",
+            env.pair.rx_if
+        ),
     );
     if freplace() {
         // An extension needs the program's BTF: the kernel checks its
@@ -284,6 +297,7 @@ fn run_config_without_btf_is_a_warning() {
             &env,
             &obj,
             &[],
+            Exit::KernelRefused,
             "slotctl: the kernel refused to load xdp_cfg_nobtf as an extension of slot_1: the object has no BTF, which an extension needs; build it with BTF (clang -g), or use --backend tailcall",
         );
     }
@@ -332,6 +346,7 @@ fn maps_sized_by_their_loader_need_a_size() {
         &env,
         &obj,
         &[],
+        Exit::BadInput,
         &format!(
             "slotctl: xdp_sized in {obj} uses map rx_cnt with max_entries 0, a size its own loader sets at start; give it a size: --map-size rx_cnt=N"
         ),
@@ -340,16 +355,28 @@ fn maps_sized_by_their_loader_need_a_size() {
         &env,
         &obj,
         &["--map-size", "rx_count=4"],
+        Exit::BadInput,
         &format!(
             "slotctl: {obj} has no map named rx_count (maps in it: redir_err_cnt, rx_cnt); give --map-size one of those names"
         ),
     );
-    for bad in ["rx_cnt", "rx_cnt=0", "rx_cnt=many"] {
-        let before = snapshot(&env);
-        let out = claim(&env, &obj, &["--map-size", bad]);
-        assert!(!out.status.success(), "--map-size {bad} accepted");
-        assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
-        assert_eq!(snapshot(&env), before);
+    for (bad, why) in [
+        ("rx_cnt", "\"rx_cnt\" is not NAME=N (e.g. rx_cnt=64)"),
+        ("rx_cnt=0", "rx_cnt needs at least 1 entry"),
+        (
+            "rx_cnt=many",
+            "\"many\" is not a number of entries (NAME=N, e.g. rx_cnt=64)",
+        ),
+    ] {
+        refused(
+            &env,
+            &obj,
+            &["--map-size", bad],
+            Exit::Usage,
+            &format!(
+                "slotctl: invalid value '{bad}' for '--map-size <NAME=N>': {why}; see 'slotctl claim --help'"
+            ),
+        );
     }
     let out = claim(&env, &obj, &["--map-size", "rx_cnt=4"]);
     claimed("rx_cnt sized", &out);
