@@ -204,6 +204,18 @@ fn build(out: &Path) -> Result<Vec<Built>> {
             "build-std=core",
             "--message-format=json-render-diagnostics",
         ])
+        // The recipe's profile lives here, not in the workspace manifest,
+        // where it would make `cargo install --path slotctl` warn about a
+        // package it does not build. One codegen unit: the BTF's type order
+        // depends on the partitioning.
+        .args([
+            "--config",
+            &format!("profile.release.package.{PACKAGE}.debug=2"),
+        ])
+        .args([
+            "--config",
+            &format!("profile.release.package.{PACKAGE}.codegen-units=1"),
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(&root)
