@@ -4,6 +4,7 @@
 mod bench;
 mod ebpf;
 mod setup;
+mod stable_app;
 mod stress;
 mod vmtest;
 
@@ -21,8 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the build and tests need (Debian packages, rust-src,
-    /// bpf-linker for the nightly's LLVM) and mount bpffs. Idempotent.
+    /// Install what the eBPF builds and the tests need (Debian packages,
+    /// rust-src, bpf-linker for the nightly's LLVM) and mount bpffs.
+    /// Idempotent. Building slots-runtime or slotctl needs none of it.
     Setup,
     /// Set up, then rebuild the eBPF objects that slots-runtime ships
     /// (runtime/ebpf/: the dispatcher and the freplace probe, from
@@ -30,8 +32,14 @@ enum Cmd {
     /// after changing dispatcher-ebpf or dispatcher-common, and commit the
     /// result; `--check` only compares.
     Ebpf(ebpf::Args),
+    /// Build a tiny application on slots-runtime in a temporary directory
+    /// with the stable toolchain alone (offline, no rustup, nightly or
+    /// bpf-linker on PATH) and run it: it loads the embedded dispatcher
+    /// (as root). Part of `test`.
+    StableApp,
     /// The gate. Set up, check that the shipped eBPF objects match their
-    /// sources, build once, then run the unit tests, the native
+    /// sources, build once, build and run an application on slots-runtime
+    /// with stable Rust alone, then run the unit tests, the native
     /// integration suites (real kernel, tail-call backend; storms at their
     /// gate sizes, random-time SIGKILL storms left to `stress`) and the
     /// freplace conformance suite in QEMU on Debian 6.1 and 6.12.
@@ -65,12 +73,15 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::run(),
         Cmd::Ebpf(args) => ebpf::run(args),
+        Cmd::StableApp => stable_app::check(),
         Cmd::Test { no_vm, args } => {
             setup::run()?;
             ebpf::check()?;
             // Default members: the eBPF crates build only for the BPF target
             // (`cargo xtask ebpf`, tests/build.rs).
             cargo(&["build", "--all-targets"])?;
+            // After the workspace build, whose dependencies it reuses.
+            stable_app::check()?;
             let native = vmtest::native_suite(&args);
             if !no_vm {
                 vmtest::run(vmtest::Args::default())?;
