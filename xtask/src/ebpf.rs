@@ -367,3 +367,28 @@ fn sections_differing(old: &[u8], new: &[u8]) -> String {
         format!("sections {} differ", names.join(" "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSection as _};
+
+    use super::*;
+
+    #[test]
+    fn a_changed_byte_is_named_by_its_section() {
+        let old = std::fs::read(workspace_root().join(SHIPPED_DIR).join("dispatcher.o")).unwrap();
+        let (offset, _) = object::File::parse(&*old)
+            .unwrap()
+            .section_by_name("license")
+            .unwrap()
+            .file_range()
+            .unwrap();
+        let mut new = old.clone();
+        new[offset as usize] ^= 1;
+        assert_eq!(sections_differing(&old, &new), "sections license differ");
+        assert_eq!(
+            sections_differing(&old, b"not elf"),
+            "not a readable ELF object"
+        );
+    }
+}

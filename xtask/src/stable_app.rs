@@ -167,3 +167,19 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::dev_profiles;
+
+    #[test]
+    fn only_the_dev_profiles_are_copied() {
+        let manifest = "[workspace]\nmembers = []\n\n[profile.release.package.x]\ndebug = 2\n\n\
+                        [profile.dev.package.aya]\nopt-level = 2\n\n[profile.dev]\nincremental = true\n\
+                        [patch.crates-io]\n";
+        assert_eq!(
+            dev_profiles(manifest),
+            "[profile.dev.package.aya]\nopt-level = 2\n\n[profile.dev]\nincremental = true\n"
+        );
+    }
+}
