@@ -1,6 +1,8 @@
-//! Shared by the build scripts that embed eBPF objects (`runtime`, `tests`):
+//! For the build script that embeds the test programs (`tests/build.rs`):
 //! builds one eBPF package with aya-build and copies its binaries into the
-//! caller's OUT_DIR.
+//! caller's OUT_DIR. (The objects the runtime ships are built by `cargo
+//! xtask ebpf` instead, so that the runtime's own build needs no eBPF
+//! toolchain.)
 //!
 //! aya-build keeps its nested cargo build under OUT_DIR, which is new for
 //! every profile and feature set of the calling crate: each of them would

@@ -174,8 +174,15 @@ pub const DEFAULT_PROCEED_ON: u32 = action_bit(2);
 
 /// Names of the programs, functions and maps in the dispatcher object.
 pub mod names {
-    /// The XDP entry point.
-    pub const DISPATCHER: &str = "dispatcher";
+    /// The XDP entry point: the program name bpftool and `ip link` show
+    /// on an interface, and how a dispatcher of ours whose link is going
+    /// away is recognised there. The kernel keeps 15 bytes of a name.
+    pub const DISPATCHER: &str = "xdp_slots";
+
+    const _: () = assert!(
+        DISPATCHER.len() <= 15,
+        "the kernel truncates program names to 15 bytes"
+    );
     /// Slot functions are `slot_0` .. `slot_<SLOT_COUNT - 1>`.
     pub const SLOT_FN_PREFIX: &str = "slot_";
     /// The replaceable chain-decision function.

@@ -206,11 +206,13 @@ fn walk<const STATS: bool, const CHAIN: bool>(
     xdp_action::XDP_PASS
 }
 
+/// The entry point, named `dispatcher_common::names::DISPATCHER`: what
+/// bpftool and `ip link` show on the interface.
 #[xdp]
 // Inlined into the entry point the macro generates: a call costs more than
 // the empty dispatcher itself.
 #[inline(always)]
-pub fn dispatcher(ctx: XdpContext) -> u32 {
+pub fn xdp_slots(ctx: XdpContext) -> u32 {
     let Some(control) = CONTROL.get(0) else {
         return xdp_action::XDP_PASS;
     };

@@ -20,11 +20,15 @@ use crate::{
     pin,
 };
 
-/// The dispatcher ELF, built from `dispatcher-ebpf` by build.rs.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dispatcher"));
+/// The dispatcher ELF (`dispatcher-ebpf/src/main.rs`), built by `cargo
+/// xtask ebpf` and shipped in this crate (`ebpf/dispatcher.o`): building
+/// the runtime needs no eBPF toolchain, and the library can never lose its
+/// dispatcher.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../ebpf/dispatcher.o");
 
-/// The freplace probe ELF (`dispatcher-ebpf/src/bin/probe.rs`).
-pub(crate) static PROBE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+/// The freplace probe ELF (`dispatcher-ebpf/src/bin/probe.rs`), shipped
+/// the same way.
+pub(crate) static PROBE: &[u8] = aya::include_bytes_aligned!("../ebpf/probe.o");
 
 /// How the dispatcher sits on the interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]

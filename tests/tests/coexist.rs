@@ -149,6 +149,23 @@ fn a_foreign_program_on_a_bpf_link_is_not_replaced_even_with_force() {
 }
 
 #[test]
+fn ip_shows_the_dispatcher_by_its_name() {
+    let env = TestEnv::new().unwrap();
+    let ifc = env.pair.rx_if.clone();
+    let out = env.slotctl(&["attach", &ifc]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = xdp_prog_on(&env, &ifc).expect("the dispatcher is attached");
+    let shown = String::from_utf8_lossy(&ip_rx(&env, &["-d", "link", "show", "dev", &ifc]).stdout)
+        .into_owned();
+    // What an operator reads in `ip link` and bpftool: the literal name,
+    // not the constant, so that renaming it is a visible decision.
+    assert!(
+        shown.contains(&format!("prog/xdp id {id} name xdp_slots ")),
+        "{shown}"
+    );
+}
+
+#[test]
 fn other_tools_cannot_displace_the_dispatcher() {
     let env = TestEnv::new().unwrap();
     let ifc = env.pair.rx_if.clone();

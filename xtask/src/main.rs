@@ -2,7 +2,9 @@
 //! does not do. Kept free of the eBPF build so it compiles on a machine that
 //! has nothing installed yet.
 mod bench;
+mod ebpf;
 mod setup;
+mod stable_app;
 mod stress;
 mod vmtest;
 
@@ -20,10 +22,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the build and tests need (Debian packages, rust-src,
-    /// bpf-linker for the nightly's LLVM) and mount bpffs. Idempotent.
+    /// Install what the eBPF builds and the tests need (Debian packages,
+    /// rust-src, bpf-linker for the nightly's LLVM) and mount bpffs.
+    /// Idempotent. Building slots-runtime or slotctl needs none of it.
     Setup,
-    /// The gate. Set up, build once, then run the unit tests, the native
+    /// Set up, then rebuild the eBPF objects that slots-runtime ships
+    /// (runtime/ebpf/: the dispatcher and the freplace probe, from
+    /// dispatcher-ebpf) with the nightly toolchain and bpf-linker. Run it
+    /// after changing dispatcher-ebpf or dispatcher-common, and commit the
+    /// result; `--check` only compares.
+    Ebpf(ebpf::Args),
+    /// Build a tiny application on slots-runtime in a temporary directory
+    /// with the stable toolchain alone (offline, no rustup, nightly or
+    /// bpf-linker on PATH) and run it: it loads the embedded dispatcher
+    /// (as root). Part of `test`.
+    StableApp,
+    /// The gate. Set up, check that the shipped eBPF objects match their
+    /// sources, build once, build and run an application on slots-runtime
+    /// with stable Rust alone, then run the unit tests, the native
     /// integration suites (real kernel, tail-call backend; storms at their
     /// gate sizes, random-time SIGKILL storms left to `stress`) and the
     /// freplace conformance suite in QEMU on Debian 6.1 and 6.12.
@@ -63,10 +79,16 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Setup => setup::run(),
+        Cmd::Ebpf(args) => ebpf::run(args),
+        Cmd::StableApp => stable_app::check(),
         Cmd::Test { no_vm, args } => {
             setup::run()?;
-            // Default members: the eBPF crates build only through aya-build.
+            ebpf::check()?;
+            // Default members: the eBPF crates build only for the BPF target
+            // (`cargo xtask ebpf`, tests/build.rs).
             cargo(&["build", "--all-targets"])?;
+            // After the workspace build, whose dependencies it reuses.
+            stable_app::check()?;
             let native = vmtest::native_suite(&args);
             if !no_vm {
                 vmtest::run(vmtest::Args::default())?;

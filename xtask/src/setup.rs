@@ -6,11 +6,13 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-/// Debian packages: clang for the C test programs, bpftool for inspection,
-/// iproute2 for namespaces and veth, QEMU, busybox and cpio for the VM suite
-/// (binutils' strip and xz-utils for its initramfs); for the benchmark,
-/// libxdp1 (its compiled dispatcher, `xdp-dispatcher.o`, is the reference)
-/// and ethtool (the receiver's XDP packet counter in `bench --traffic`).
+/// Debian packages: clang for the C test programs, llvm's llvm-strip for
+/// the eBPF objects the runtime ships (`cargo xtask ebpf`), bpftool for
+/// inspection, iproute2 for namespaces and veth, QEMU, busybox and cpio for
+/// the VM suite (binutils' strip and xz-utils for its initramfs); for the
+/// benchmark, libxdp1 (its compiled dispatcher, `xdp-dispatcher.o`, is the
+/// reference) and ethtool (the receiver's XDP packet counter in `bench
+/// --traffic`).
 const PACKAGES: &[&str] = &[
     "clang-19",
     "llvm-19",
