@@ -1,11 +1,12 @@
-//! Writes slotctl's man pages and shell completions, rendered from its
-//! command line, into a directory (`cargo xtask dist` runs it):
+//! slotctl's man pages and shell completions, rendered from its command
+//! line: shared by the `dist` example (`cargo xtask dist`) and the test
+//! that checks them.
 //!
 //! ```text
 //! OUT/man/man1/slotctl.1, slotctl-claim.1, ...   one page per command
 //! OUT/completions/slotctl.bash, _slotctl, slotctl.fish
 //! ```
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory as _;
 use clap_complete::Shell;
@@ -37,11 +38,9 @@ fn top_page(cmd: &clap::Command) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn main() -> std::io::Result<()> {
-    let Some(out) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: dist OUT_DIR");
-        std::process::exit(2);
-    };
+/// Writes the man pages and completions under `out`; returns the two
+/// directories written.
+pub fn write_all(out: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
     let mut cmd = slotctl::cli::Cli::command();
     let man = out.join("man").join("man1");
     std::fs::create_dir_all(&man)?;
@@ -52,6 +51,5 @@ fn main() -> std::io::Result<()> {
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd, "slotctl", &completions)?;
     }
-    println!("wrote {} and {}", man.display(), completions.display());
-    Ok(())
+    Ok((man, completions))
 }
