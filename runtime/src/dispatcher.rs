@@ -17,7 +17,7 @@ use crate::{
     crash,
     error::{Error, Result},
     iface::Iface,
-    pin,
+    pin, retry,
 };
 
 /// The dispatcher ELF (`dispatcher-ebpf/src/main.rs`), built by `cargo
@@ -102,7 +102,7 @@ pub(crate) fn install(dir: &Path, iface: &Iface, mode: Mode, backend: Backend) -
         .expect("the embedded dispatcher object has its program")
         .try_into()
         .map_err(|e| Error::kernel("loading the dispatcher", e))?;
-    prog.load()
+    retry::prog_load("the dispatcher", || prog.load())
         .map_err(|e| Error::kernel("verifying the dispatcher", e))?;
     prog.pin(dir.join(pin::DISPATCHER))
         .map_err(|e| Error::kernel("pinning the dispatcher", e))?;

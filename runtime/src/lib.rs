@@ -43,6 +43,7 @@ mod program;
 mod protocol_tests;
 mod record;
 mod release;
+mod retry;
 mod root;
 mod run_config;
 mod state;

@@ -8,7 +8,7 @@ use aya::{
 use dispatcher_common::{Control, names};
 use serde::Serialize;
 
-use crate::{dispatcher, error::chain};
+use crate::{dispatcher, error::chain, retry};
 
 /// Why a probe failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -103,7 +103,7 @@ fn load_probe_xdp(name: &str) -> Result<(aya::Ebpf, ProgramFd), ProbeError> {
         .expect("the embedded probe object has its programs")
         .try_into()
         .map_err(step("loading a probe program"))?;
-    p.load().map_err(step("loading a test XDP program"))?;
+    retry::prog_load(name, || p.load()).map_err(step("loading a test XDP program"))?;
     let fd = p
         .fd()
         .map_err(step("loading a test XDP program"))?
@@ -124,7 +124,10 @@ pub(crate) fn freplace() -> Outcome {
         .expect("the embedded probe object has its programs")
         .try_into()
         .map_err(step("loading a test extension"))?;
-    ext.load(target_fd, "probe_target").map_err(|e| match e {
+    retry::prog_load("probe_ext", || {
+        ext.load(target_fd.try_clone()?, "probe_target")
+    })
+    .map_err(|e| match e {
         aya::programs::ProgramError::LoadError {
             io_error,
             verifier_log,
@@ -168,7 +171,7 @@ pub(crate) fn tail_calls() -> Outcome {
         .expect("the dispatcher object has its program")
         .try_into()
         .map_err(step("loading the dispatcher"))?;
-    p.load().map_err(step("loading the dispatcher"))?;
+    retry::prog_load("the dispatcher", || p.load()).map_err(step("loading the dispatcher"))?;
     let frame = [0u8; 64];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(&frame);

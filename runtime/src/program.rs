@@ -18,6 +18,7 @@ use crate::{
     claim::Prepared,
     error::{Error, ExtensionRefusal, Result},
     narrow::{Elf, Function, Unreadable},
+    retry,
     run_config::{self, RunConfig},
     status::mask_names,
 };
@@ -404,7 +405,7 @@ pub(crate) fn load_xdp(src: &ProgramSource, ins: &Inspected) -> Result<Loaded> {
         .expect("inspected program exists")
         .try_into()
         .map_err(|e| Error::kernel(format!("loading {}", ins.name), e))?;
-    prog.load().map_err(|e| load_error(&ins.name, e))?;
+    retry::prog_load(&ins.name, || prog.load()).map_err(|e| load_error(&ins.name, e))?;
     Ok(Loaded {
         ebpf,
         name: ins.name.clone(),
@@ -428,7 +429,7 @@ pub(crate) fn load_extension(
         .expect("inspected program exists")
         .try_into()
         .map_err(|e| Error::kernel(format!("loading {}", ins.name), e))?;
-    ext.load(target, func).map_err(|e| match e {
+    retry::prog_load(&ins.name, || ext.load(target.try_clone()?, func)).map_err(|e| match e {
         ProgramError::LoadError {
             io_error,
             verifier_log,
