@@ -10,7 +10,6 @@
 mod support;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     os::unix::process::CommandExt as _,
     path::PathBuf,
     process::{Command, Output},
@@ -26,25 +25,9 @@ use integration_tests::{
 use slotctl::exit::Exit;
 use slots_runtime::{Backend, Claim, ClaimRequest, Iface, ProgramSource, pin};
 use support::{
-    array_entries, iface_dir, listing, second_interface, spawn_slotctl, status, stderr, stdout,
+    iface_dir, listing, second_interface, snapshot, spawn_slotctl, status, stderr, stdout,
     xdp_prog_on,
 };
-
-/// Everything a refused command must leave as it was.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    status: serde_json::Value,
-    pins: BTreeSet<String>,
-    arrays: BTreeMap<usize, Option<u32>>,
-}
-
-fn snapshot(env: &TestEnv) -> Snapshot {
-    Snapshot {
-        status: serde_json::to_value(status(env)).unwrap(),
-        pins: listing(&env.root),
-        arrays: array_entries(&iface_dir(env)).unwrap(),
-    }
-}
 
 /// An interface with state on it: a persistent claim at priority 0 (slot
 /// 0) and a held one at priority 1 (slot 1), so that another priority 0

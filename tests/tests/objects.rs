@@ -5,10 +5,7 @@
 //! refusal is one exact line on stderr, a non-zero exit, and no change.
 mod support;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    process::Output,
-};
+use std::{collections::BTreeMap, process::Output};
 
 use aya::{
     EbpfLoader,
@@ -22,10 +19,7 @@ use integration_tests::{
 };
 use slotctl::exit::Exit;
 use slots_runtime::Status;
-use support::{
-    KERNEL_PATIENCE, array_entries, eventually, iface_dir, listing, spawn_slotctl, status, stderr,
-    stdout,
-};
+use support::{KERNEL_PATIENCE, eventually, snapshot, spawn_slotctl, status, stderr, stdout};
 
 fn path(name: &str) -> String {
     progs::path(name).to_str().unwrap().to_string()
@@ -95,22 +89,6 @@ fn send_through(env: &TestEnv, name: &str, n: usize) -> (usize, u64, u64) {
         after.packets - before.packets,
         after.drop - before.drop,
     )
-}
-
-/// Everything a refused command must leave as it was.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    status: serde_json::Value,
-    pins: BTreeSet<String>,
-    arrays: BTreeMap<usize, Option<u32>>,
-}
-
-fn snapshot(env: &TestEnv) -> Snapshot {
-    Snapshot {
-        status: serde_json::to_value(status(env)).unwrap(),
-        pins: listing(&env.root),
-        arrays: array_entries(&iface_dir(env)).unwrap(),
-    }
 }
 
 /// An interface with a claim on it, for refusals to leave alone.

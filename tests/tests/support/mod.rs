@@ -345,6 +345,23 @@ pub fn landed_in(st: &Status) -> BTreeSet<Landed> {
         .collect()
 }
 
+/// Everything a refused command must leave as it was: status, the pins
+/// under the bpffs root, the slots' program arrays.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    status: serde_json::Value,
+    pins: BTreeSet<String>,
+    arrays: BTreeMap<usize, Option<u32>>,
+}
+
+pub fn snapshot(env: &TestEnv) -> Snapshot {
+    Snapshot {
+        status: serde_json::to_value(status(env)).unwrap(),
+        pins: listing(&env.root),
+        arrays: array_entries(&iface_dir(env)).unwrap(),
+    }
+}
+
 /// The interface's state directory.
 pub fn iface_dir(env: &TestEnv) -> PathBuf {
     env.in_rx(|_, ifc| {
