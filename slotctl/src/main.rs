@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::Result;
 use clap::{CommandFactory as _, Parser as _};
+use output::out;
 use slotctl::{
     cli::{Cli, Cmd},
     exit::Exit,
@@ -144,7 +145,7 @@ fn run(cli: Cli) -> Result<Exit> {
         } => {
             let which: SlotRef = which.parse().expect("infallible");
             let r = rt.release(&iface, &which, force)?;
-            println!("{}", output::released(&iface, &r));
+            out!("{}", output::released(&iface, &r));
         }
         Cmd::Status { iface, json } => {
             let all = match iface {
@@ -186,11 +187,11 @@ fn run(cli: Cli) -> Result<Exit> {
         }
         Cmd::Detach { iface, force } => {
             let d = rt.detach(&iface, force)?;
-            println!("{}", output::detached(&d));
+            out!("{}", output::detached(&d));
         }
         Cmd::Stats { iface, state } => {
             rt.set_stats(&iface, state == "on")?;
-            println!("{}", output::stats(&iface, state == "on"));
+            out!("{}", output::stats(&iface, state == "on"));
         }
         Cmd::Chain {
             iface,
@@ -201,14 +202,14 @@ fn run(cli: Cli) -> Result<Exit> {
         } => {
             if remove {
                 rt.clear_chain(&iface)?;
-                println!("removed the chain decision of {iface}");
+                out!("removed the chain decision of {iface}");
                 return Ok(Exit::Ok);
             }
             let object = object.expect("clap requires the object without --remove");
             let src = ProgramSource::file(&object, program.as_deref())?;
             let stop = hold.then(stop_on_signal).transpose()?;
             let chain = rt.set_chain(&iface, &src, !hold)?;
-            println!(
+            out!(
                 "chain decision of {iface} is now program {} ({})",
                 chain.prog_id,
                 if hold { "held" } else { "persistent" }

@@ -1,4 +1,30 @@
 //! What slotctl prints: a table for people, JSON for programs.
+
+/// `println!` for slotctl's stdout, except that a reader that has gone
+/// away (`slotctl status | head -1`) ends slotctl quietly with status 0,
+/// instead of in a panic (Rust ignores SIGPIPE, so the write fails).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+/// One line on stdout; see [`out!`].
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("slotctl: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 use anyhow::Result;
 use slots_runtime::{
     Attached, Claim, Detached, OwnRelease, Released, Status, mask_names, probe::Report,
@@ -11,9 +37,9 @@ pub fn claimed(c: &Claim, json: bool) {
             "prog_id": c.prog_id, "proceed_on": mask_names(c.proceed_on),
             "backend": c.backend, "persistent": c.persistent,
         });
-        println!("{v}");
+        out!("{v}");
     } else {
-        println!(
+        out!(
             "claimed slot {} on {} for {} (prio {}, proceed on {}, {}, {})",
             c.slot,
             c.iface,
@@ -32,9 +58,11 @@ pub fn claimed(c: &Claim, json: bool) {
 
 pub fn attached(a: &Attached) {
     if let Some(r) = &a.replaced {
-        println!(
+        out!(
             "removed the foreign XDP program {} (id {}) from {}",
-            r.program, r.id, a.iface
+            r.program,
+            r.id,
+            a.iface
         );
     }
     let how = if a.new {
@@ -42,7 +70,7 @@ pub fn attached(a: &Attached) {
     } else {
         "the dispatcher is already on"
     };
-    println!(
+    out!(
         "{how} {} ({} mode, backend {}, program id {})",
         a.iface,
         a.mode,
@@ -50,7 +78,7 @@ pub fn attached(a: &Attached) {
         a.prog_id
     );
     for (passed, why) in &a.passed_over {
-        println!(
+        out!(
             "backend {}: {passed} unavailable ({})",
             a.backend,
             slots_runtime::error_chain(why)
@@ -137,7 +165,7 @@ impl Table {
                     out.push_str(&format!(" {c:<w$}"));
                 }
             }
-            println!("{}", out.trim_end());
+            out!("{}", out.trim_end());
         };
         line(self.head.clone());
         for r in &self.rows {
@@ -157,14 +185,14 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
             "interfaces": all,
             "errors": errors,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     if all.is_empty() && failed.is_empty() {
-        println!("no interface of this network namespace has the dispatcher");
+        out!("no interface of this network namespace has the dispatcher");
     }
     for s in all {
-        println!(
+        out!(
             "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{})",
             s.iface,
             s.ifindex,
@@ -179,7 +207,7 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
                 .unwrap_or_default()
         );
         if s.claims.is_empty() {
-            println!("  no claims");
+            out!("  no claims");
             continue;
         }
         let mut head = vec![
@@ -228,11 +256,11 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
 
 pub fn probe(r: &Report, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        out!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
     let line = |name: &str, p: &slots_runtime::probe::ProbeResult| {
-        println!(
+        out!(
             "{name:<11} {}{}",
             if p.ok { "yes" } else { "no" },
             p.detail
@@ -241,9 +269,9 @@ pub fn probe(r: &Report, json: bool) -> Result<()> {
                 .unwrap_or_default()
         );
     };
-    println!("kernel      {}", r.kernel);
-    println!("btf         {}", if r.btf { "yes" } else { "no" });
-    println!(
+    out!("kernel      {}", r.kernel);
+    out!("btf         {}", if r.btf { "yes" } else { "no" });
+    out!(
         "lockdown    {}",
         r.lockdown
             .as_deref()
@@ -253,7 +281,7 @@ pub fn probe(r: &Report, json: bool) -> Result<()> {
     line("tail calls", &r.tail_calls);
     line("freplace", &r.freplace);
     line("frags", &r.frags);
-    println!(
+    out!(
         "backend     {}",
         if r.freplace.ok {
             "freplace (auto)"

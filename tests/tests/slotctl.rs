@@ -355,3 +355,41 @@ fn long_names_keep_the_status_table_aligned() {
     }
     assert!(text.contains(long), "{text}");
 }
+
+/// `slotctl status | head -1`: the reader is gone before slotctl writes
+/// (its end of the pipe is closed first), and slotctl ends quietly with
+/// status 0 instead of panicking on the failed write.
+#[test]
+fn a_closed_stdout_ends_slotctl_quietly() {
+    let env = TestEnv::new().unwrap();
+    let ifc = env.pair.rx_if.as_str();
+    let obj = progs::path("xdp_pass");
+    let out = env.slotctl(&[
+        "claim",
+        ifc,
+        obj.to_str().unwrap(),
+        "--backend",
+        backend_name(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for args in [vec!["status"], vec!["status", "--json"], vec!["probe"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = {
+            let _in = env.pair.rx.enter().unwrap();
+            std::process::Command::new(integration_tests::env::slotctl_path())
+                .arg("--bpffs")
+                .arg(&env.root)
+                .args(&args)
+                .stdout(writer)
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap()
+        };
+        assert_eq!(
+            (out.status.code(), stderr(&out).as_str()),
+            (Some(Exit::Ok.code()), ""),
+            "slotctl {args:?} into a closed pipe"
+        );
+    }
+}
