@@ -1,7 +1,8 @@
 //! Claiming a slot: the protocol of docs/design.md, "Claim".
 //!
 //! Under the interface's exclusive lock: collect, pick a free slot, then
-//! 1. write the slot's proceed-on mask (the slot has no run position),
+//! 1. write the slot's proceed-on mask and zero its counters (the slot
+//!    has no run position),
 //! 2. load the program,
 //! 3. write the record (state, priority, backend, program id),
 //! 4. fill the slot,
@@ -175,6 +176,15 @@ pub(crate) fn claim<O: Objects>(
     let slot = choose_slot(objs, &objs.records()?, prep, backend)?;
 
     objs.set_proceed_on(slot, prep.proceed_on)?;
+    // The counters belong to the claim: a new one starts at zero, not at
+    // the previous holder's figures. No packet can count for the slot now:
+    // a free slot has no run position, and the change that took the
+    // previous holder's position away returned only after the grace
+    // period (`set_active` waits, or the next change waits first when it
+    // died before that), so every run that could still count for it has
+    // finished. The slot counts again only once `set_active` below gives
+    // it a position.
+    objs.zero_counters(slot)?;
     crash::point("claim::mask")?;
     let mut program = objs.load(backend, slot, src, &prep.ins)?;
     crash::point("claim::loaded")?;

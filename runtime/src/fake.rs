@@ -69,6 +69,8 @@ pub(crate) struct Sim {
     next_id: u32,
     next_fd: u64,
     next_pid: u32,
+    /// Per-slot packet counters (`STATS`), summed over CPUs.
+    pub counters: Vec<u64>,
     /// Protocol-visible writes, in order, for the ordering tests.
     pub log: Vec<String>,
 }
@@ -102,6 +104,7 @@ impl Sim {
             next_id: 100,
             next_fd: 3,
             next_pid: 1000,
+            counters: vec![0; SLOT_COUNT],
             log: Vec::new(),
         }))
     }
@@ -155,6 +158,18 @@ impl Sim {
                 let refs = self.link_refs(n);
                 if self.links[n].as_ref().is_some_and(|l| !l.pinned) && refs == 0 {
                     self.links[n] = None;
+                }
+            }
+        }
+    }
+
+    /// Packets in flight count for every slot of every run table they may
+    /// still read (the current one, and the other until a grace period).
+    pub fn count_packets(&mut self, packets: u64) {
+        for t in 0..2 {
+            if self.tables_read[t] {
+                for &n in self.control.tables[t].slots() {
+                    self.counters[n as usize] += packets;
                 }
             }
         }
@@ -554,6 +569,20 @@ impl Objects for Fake {
         let current = (s.control.current & 1) as usize;
         s.tables_read[1 - current] = false;
         s.quiesces += 1;
+        Ok(())
+    }
+
+    fn zero_counters(&mut self, n: usize) -> Result<()> {
+        let mut s = self.live()?;
+        let readable = (0..2).any(|t| {
+            s.tables_read[t] && s.control.tables[t].slots().iter().any(|&x| x as usize == n)
+        });
+        assert!(
+            !readable,
+            "zeroed slot {n}'s counters while packets may still count for it"
+        );
+        s.log.push(format!("zero {n}"));
+        s.counters[n] = 0;
         Ok(())
     }
 

@@ -80,6 +80,10 @@ pub(crate) trait Objects {
     /// finished (an RCU grace period): after it, no packet reads a run
     /// table it read before.
     fn quiesce(&self) -> Result<()>;
+    /// Zeroes slot `n`'s counters (`STATS`, every CPU); only while no
+    /// packet can count for the slot (it has no run position and the wait
+    /// that took it out has returned).
+    fn zero_counters(&mut self, n: usize) -> Result<()>;
 
     /// Slot `n`'s record, decoded.
     fn record(&self, n: usize) -> Result<Record> {

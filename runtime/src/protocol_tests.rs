@@ -79,6 +79,38 @@ fn claim_records_then_fills_then_activates_and_release_reverses_it() {
 }
 
 #[test]
+fn a_new_claim_starts_with_zeroed_counters() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut p = Sim::spawn(&k);
+        let c = take(&mut p, "counting", 50, false, b).unwrap();
+        let n = c.slot;
+        k.borrow_mut().count_packets(30);
+        assert_eq!(k.borrow().counters[n], 30);
+        release_own(&mut p, n, c.prog_id, c.hold.unwrap()).unwrap();
+        // Packets after the release do not reach the slot.
+        k.borrow_mut().count_packets(5);
+        log(&k);
+        let c = take(&mut p, "pass-only", 50, false, b).unwrap();
+        assert_eq!(c.slot, n, "{b}: the freed slot is reused");
+        assert_eq!(
+            k.borrow().counters[n],
+            0,
+            "{b}: the previous holder's counts"
+        );
+        let l = log(&k);
+        assert!(
+            position(&l, &format!("zero {n}")) < position(&l, &format!("activate {n}")),
+            "{b}: {l:?}"
+        );
+        k.borrow_mut().count_packets(2);
+        assert_eq!(k.borrow().counters[n], 2);
+        k.borrow().check_whole();
+    }
+}
+
+#[test]
 fn claims_in_any_arrival_order_run_in_priority_order() {
     for b in Backend::ALL {
         sim::arm(None);

@@ -21,8 +21,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, Map, MapData};
-use dispatcher_common::{CONTROL_MAGIC, Control, LAYOUT_VERSION, SLOT_COUNT, SlotConfig};
+use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuValues};
+use dispatcher_common::{
+    CONTROL_MAGIC, Control, LAYOUT_VERSION, SLOT_COUNT, SlotConfig, SlotStats,
+};
 
 use crate::{
     backend::{Backend, Hold},
@@ -194,6 +196,22 @@ impl Objects for State {
     fn quiesce(&self) -> Result<()> {
         sys::wait_for_bpf_programs()
             .map_err(|e| Error::io("waiting for running dispatcher programs", e))
+    }
+
+    fn zero_counters(&mut self, n: usize) -> Result<()> {
+        let path = self.path(pin::STATS);
+        let data = MapData::from_pin(&path)
+            .map_err(|e| Error::kernel(format!("opening {}", path.display()), e))?;
+        let mut stats: PerCpuArray<MapData, SlotStats> =
+            PerCpuArray::try_from(Map::PerCpuArray(data))
+                .map_err(|e| Error::kernel("opening the stats map", e))?;
+        let cpus =
+            aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting the possible CPUs", e))?;
+        let zero = PerCpuValues::try_from(vec![SlotStats::default(); cpus])
+            .map_err(|e| Error::io("building zeroed counters", e))?;
+        stats
+            .set(n as u32, zero, 0)
+            .map_err(|e| Error::kernel("zeroing a slot's counters", e))
     }
 
     fn sweep_free(&mut self, n: usize) -> Result<bool> {
