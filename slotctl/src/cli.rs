@@ -69,6 +69,21 @@ fn parse_backend(s: &str) -> Result<BackendArg, String> {
 }
 
 /// `--prio`: 0..=PRIO_MAX; a negative number is a value, refused here.
+/// `stats`' notes on counting.
+const STATS_HELP: &str = "Counting costs a few nanoseconds per packet and slot (docs/benchmarks.md); \
+a claim's counters start at zero when it fills its slot. Rates are packets per second \
+between two samples an interval apart.";
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.01..=3600.0).contains(&secs) {
+        return Err(format!("{s} s is out of range: use 0.01 to 3600 seconds"));
+    }
+    Ok(secs)
+}
+
 fn parse_prio(s: &str) -> Result<u32, String> {
     s.parse::<i64>()
         .ok()
@@ -195,13 +210,35 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Switch the per-slot packet and verdict counters on or off.
+    /// Per-slot packets, verdicts and rates in run order; or switch the
+    /// counters on or off (they are off after attach).
+    #[command(after_help = STATS_HELP)]
     Stats {
-        #[arg(help = IFACE_HELP)]
-        iface: String,
-        /// on or off.
-        #[arg(value_parser = ["on", "off"])]
-        state: String,
+        /// The interface; without one, --prometheus and --listen cover
+        /// every interface of this network namespace.
+        #[arg(required_unless_present_any = ["prometheus", "listen"])]
+        iface: Option<String>,
+        /// on or off: switch counting (instead of showing the counters).
+        #[arg(value_parser = ["on", "off"], requires = "iface",
+              conflicts_with_all = ["json", "watch", "prometheus", "listen", "interval"])]
+        state: Option<String>,
+        /// Seconds between the two samples rates are taken from.
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+        interval: f64,
+        /// Print JSON (docs/status-json.md, "stats --json").
+        #[arg(long, conflicts_with_all = ["prometheus", "listen", "watch"])]
+        json: bool,
+        /// Refresh in place every interval, like top, until Ctrl-C.
+        #[arg(long, conflicts_with_all = ["prometheus", "listen"])]
+        watch: bool,
+        /// Print the Prometheus text format.
+        #[arg(long, conflicts_with = "listen")]
+        prometheus: bool,
+        /// Serve the Prometheus text format over HTTP (GET /metrics) on
+        /// ADDR (e.g. 127.0.0.1:9100; port 0 picks a free one) until
+        /// Ctrl-C or SIGTERM.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
     },
     /// Install (or remove) a replacement chain-decision program (freplace).
     Chain {

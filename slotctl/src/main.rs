@@ -5,6 +5,7 @@
 //! ([`slotctl::exit`]).
 mod advice;
 mod output;
+mod stats;
 
 use std::{
     sync::{
@@ -189,9 +190,36 @@ fn run(cli: Cli) -> Result<Exit> {
             let d = rt.detach(&iface, force)?;
             out!("{}", output::detached(&d));
         }
-        Cmd::Stats { iface, state } => {
-            rt.set_stats(&iface, state == "on")?;
-            out!("{}", output::stats(&iface, state == "on"));
+        Cmd::Stats {
+            iface,
+            state,
+            interval,
+            json,
+            watch,
+            prometheus,
+            listen,
+        } => {
+            let interval = Duration::from_secs_f64(interval);
+            if let Some(state) = state {
+                let iface = iface.expect("clap requires the interface with a state");
+                rt.set_stats(&iface, state == "on")?;
+                out!("{}", output::stats(&iface, state == "on"));
+            } else if let Some(addr) = listen {
+                let stop = stop_on_signal()?;
+                stats::serve(&rt, iface.as_deref(), &addr, &stop)?;
+            } else if prometheus {
+                let sample = stats::Sample::take(&rt, iface.as_deref())?;
+                out!("{}", stats::prometheus(&sample).trim_end());
+                if sample.report_failures() {
+                    return Ok(Exit::Failure);
+                }
+            } else {
+                let iface = iface.expect("clap requires the interface without --prometheus");
+                let stop = watch.then(stop_on_signal).transpose()?;
+                if stats::show(&rt, &iface, interval, json, stop.as_deref())? {
+                    return Ok(Exit::Failure);
+                }
+            }
         }
         Cmd::Chain {
             iface,
