@@ -322,11 +322,11 @@ pub fn prometheus(now: &Sample) -> String {
 /// Serves `prometheus` for `iface` (or every interface of the namespace)
 /// on `addr` until `stop`.
 pub fn serve(rt: &Runtime, iface: Option<&str>, addr: &str, stop: &AtomicBool) -> Result<()> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| {
-            format!("cannot listen on {addr}: give a free local address and port, such as 127.0.0.1:9100")
-        })?;
+    let server = tiny_http::Server::http(addr).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: {e}; give a free local address and port, such as 127.0.0.1:9100"
+        )
+    })?;
     let bound = server
         .server_addr()
         .to_ip()

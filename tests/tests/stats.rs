@@ -329,3 +329,54 @@ fn prometheus_text_is_printed_and_served_for_scraping() {
     );
     check_metrics(&env, &ok(&env, &["stats", "--prometheus", ifc]), 21.0);
 }
+
+#[test]
+fn bad_stats_requests_get_one_line_and_change_nothing() {
+    let env = TestEnv::new().unwrap();
+    let ifc = env.pair.rx_if.as_str();
+    let drop = progs::path("xdp_drop");
+    ok(
+        &env,
+        &[
+            "claim",
+            ifc,
+            drop.to_str().unwrap(),
+            "--backend",
+            backend_name(),
+        ],
+    );
+    // A port already taken, inside the test's namespace.
+    let listener = {
+        let _in = env.pair.rx.enter().unwrap();
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+    };
+    let taken = listener.local_addr().unwrap().to_string();
+    for (args, expect) in [
+        (vec!["stats"], "required"),
+        (vec!["stats", ifc, "--interval", "0"], "out of range"),
+        (vec!["stats", ifc, "--interval", "soon"], "not a number"),
+        (vec!["stats", ifc, "on", "--json"], "cannot be used with"),
+        (
+            vec!["stats", ifc, "--json", "--prometheus"],
+            "cannot be used with",
+        ),
+        (
+            vec!["stats", "--listen", "nowhere"],
+            "cannot listen on nowhere",
+        ),
+        (vec!["stats", "--listen", &taken], "cannot listen on"),
+        (vec!["stats", "no-such-if0"], "does not exist"),
+    ] {
+        let out = env.slotctl(&args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
+    assert_eq!(
+        env.status_json()["interfaces"][0]["stats"],
+        false,
+        "counting stays off"
+    );
+}
