@@ -70,7 +70,7 @@ fn parse_backend(s: &str) -> Result<BackendArg, String> {
 
 /// `--prio`: 0..=PRIO_MAX; a negative number is a value, refused here.
 /// `stats`' notes on counting.
-const STATS_HELP: &str = "Counting costs a few nanoseconds per packet and slot (docs/benchmarks.md); \
+const STATS_HELP: &str = "Counting costs time per packet and counted slot (figures in docs/benchmarks.md); \
 a claim's counters start at zero when it fills its slot. Rates are packets per second \
 between two samples an interval apart.";
 

@@ -126,7 +126,7 @@ pub fn own_release(iface: &str, slot: usize, name: &str, how: OwnRelease) -> Str
 /// What `stats` did, on one line.
 pub fn stats(iface: &str, on: bool) -> String {
     if on {
-        format!("per-slot counters of {iface} are on ('slotctl status {iface}' shows them)")
+        format!("per-slot counters of {iface} are on ('slotctl stats {iface}' shows them)")
     } else {
         format!("per-slot counters of {iface} are off")
     }

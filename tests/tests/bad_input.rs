@@ -753,7 +753,7 @@ fn counters_say_what_they_did() {
     for (state, line) in [
         (
             "on",
-            format!("per-slot counters of {ifc} are on ('slotctl status {ifc}' shows them)"),
+            format!("per-slot counters of {ifc} are on ('slotctl stats {ifc}' shows them)"),
         ),
         ("off", format!("per-slot counters of {ifc} are off")),
     ] {
