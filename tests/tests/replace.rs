@@ -112,7 +112,7 @@ fn counted_more(map: &PerCpuArray<MapData, u64>, from: u64, n: u64) {
 
 /// The two counting objects, taking turns (each load has its own counter).
 fn object(i: usize) -> &'static str {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         "xdp_count"
     } else {
         "xdp_count_c.o"
@@ -259,7 +259,7 @@ fn slotctl_replaces_a_persistent_claim_under_traffic_counting_each_packet_once()
         counted_more(maps.last().unwrap(), 0, BETWEEN);
         let obj = progs::path(object(i));
         // By name and by slot number, in turn.
-        let which = if i % 2 == 0 {
+        let which = if i.is_multiple_of(2) {
             "swapped".to_string()
         } else {
             current.0.to_string()
