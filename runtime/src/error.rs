@@ -361,6 +361,18 @@ pub enum Error {
         pid: u32,
     },
 
+    /// A replace of a slot that holds no running claim (free, draining, or
+    /// no longer the handle's claim).
+    #[error(
+        "slot {slot} on {iface} has no running claim to replace (it is free or draining, or no longer the handle's claim)"
+    )]
+    NothingToReplace {
+        /// The interface.
+        iface: String,
+        /// The slot.
+        slot: usize,
+    },
+
     /// A replace found no free slot its backend can fill for the new
     /// program (the old one keeps its slot until the switch).
     #[error("no free slot on {iface} that the {backend} backend can fill for the new program")]
@@ -513,6 +525,7 @@ impl Error {
             | Self::NotAttached { .. }
             | Self::NotHeld { .. }
             | Self::NoSuchClaim { .. }
+            | Self::NothingToReplace { .. }
             | Self::NoCustomChain { .. } => ErrorKind::NotFound,
             Self::NotPrivileged { .. } => ErrorKind::Permission,
             Self::ForeignProgram { .. }

@@ -411,6 +411,35 @@ fn a_replace_is_refused_for_another_holders_claim_and_without_a_spare_slot() {
     }
 }
 
+#[test]
+fn a_replace_of_a_free_slot_or_a_force_released_claim_finds_nothing_to_replace() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut holder = Sim::spawn(&k);
+        let mut held = take(&mut holder, "held", 20, false, b).unwrap();
+        let mut other = Sim::spawn(&k);
+        let free = held.slot + 1;
+        let err = replace(
+            &mut other,
+            &SlotRef::Slot(free),
+            &ProgramSource::bytes("v2.o", Vec::new(), None),
+            &Inspected::default(),
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, Error::NothingToReplace { slot, .. } if slot == free),
+            "{err}"
+        );
+        release(&mut other, &SlotRef::Name("held".into()), true).unwrap();
+        let err = swap(&mut holder, "held", Some(&mut held)).err().unwrap();
+        assert!(matches!(err, Error::NothingToReplace { .. }), "{b}: {err}");
+        k.borrow().check_whole();
+    }
+}
+
 fn p_active(p: &Fake, n: usize) -> bool {
     p.control().unwrap().is_active(n)
 }

@@ -92,7 +92,7 @@ pub(crate) fn replace<O: Objects>(
             })?,
     };
     let rec = records[old].clone();
-    let not_held = || Error::NotHeld {
+    let not_held = || Error::NothingToReplace {
         iface: objs.iface().into(),
         slot: old,
     };

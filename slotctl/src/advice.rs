@@ -138,7 +138,9 @@ pub fn advice(e: &Error) -> Option<String> {
         },
         Error::NameTaken { .. } => "pick another --name".into(),
         Error::BadName { .. } => "pass another --name".into(),
-        Error::NotHeld { iface, .. } | Error::NoSuchClaim { iface, .. } => {
+        Error::NotHeld { iface, .. }
+        | Error::NoSuchClaim { iface, .. }
+        | Error::NothingToReplace { iface, .. } => {
             format!("'slotctl status {iface}' lists the claims")
         }
         Error::HeldByOther { .. } => "use --force to release it anyway".into(),
