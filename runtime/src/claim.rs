@@ -165,16 +165,17 @@ fn choose_slot<O: Objects>(
     })
 }
 
-/// Claims a slot with `backend`. The caller holds the exclusive lock.
-pub(crate) fn claim<O: Objects>(
+/// Steps 1-4 of a claim in free slot `slot`: mask, load, record, fill. The
+/// slot has no run position yet, so no packet meets the program; a crash
+/// anywhere here leaves a claimed record without a position, which
+/// [`collect`] undoes. Used by a claim and by a replace alike.
+pub(crate) fn fill_new<O: Objects>(
     objs: &mut O,
+    slot: usize,
     src: &ProgramSource,
     prep: &Prepared,
     backend: Backend,
-) -> Result<Claimed<O>> {
-    collect(objs)?;
-    let slot = choose_slot(objs, &objs.records()?, prep, backend)?;
-
+) -> Result<(Record, O::Program, Option<O::Hold>)> {
     objs.set_proceed_on(slot, prep.proceed_on)?;
     // The counters belong to the claim: a new one starts at zero, not at
     // the previous holder's figures. No packet can count for the slot now:
@@ -219,6 +220,20 @@ pub(crate) fn claim<O: Objects>(
             return Err(e);
         }
     };
+    Ok((record, program, hold))
+}
+
+/// Claims a slot with `backend`. The caller holds the exclusive lock.
+pub(crate) fn claim<O: Objects>(
+    objs: &mut O,
+    src: &ProgramSource,
+    prep: &Prepared,
+    backend: Backend,
+) -> Result<Claimed<O>> {
+    collect(objs)?;
+    let slot = choose_slot(objs, &objs.records()?, prep, backend)?;
+
+    let (record, program, hold) = fill_new(objs, slot, src, prep, backend)?;
     crash::point("claim::filled")?;
     objs.set_active(slot, true)?;
     crash::point("claim::active")?;

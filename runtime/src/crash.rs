@@ -42,6 +42,14 @@ pub const POINTS: &[&str] = &[
     "retire::inactive",
     "tailcall::cleared",
     "retire::emptied",
+    // replacing a claim's program: the new program filled into a free slot
+    // (the claim's points above), then one new run order with the new slot
+    // at the old one's position, staged and switched to; then the old slot
+    // retired (the retirement's points)
+    "replace::filled",
+    "replace::staged",
+    "replace::flipped",
+    "replace::switched",
     // another holder's claim released by force
     "release::forced",
     // chain decision, detach
@@ -136,6 +144,7 @@ mod tests {
             include_str!("dispatcher.rs"),
             include_str!("claim.rs"),
             include_str!("release.rs"),
+            include_str!("replace.rs"),
             include_str!("collect.rs"),
             include_str!("objects.rs"),
             include_str!("chain.rs"),

@@ -347,6 +347,42 @@ pub enum Error {
         pid: u32,
     },
 
+    /// A replace of another live process's held claim: its program lives
+    /// with that process's fds, which no other process can hand over.
+    #[error(
+        "slot {slot} on {iface} is held by process {pid}: only its holder can replace a held claim"
+    )]
+    ReplaceHeldByOther {
+        /// The interface.
+        iface: String,
+        /// The slot.
+        slot: usize,
+        /// The holder's pid.
+        pid: u32,
+    },
+
+    /// A replace of a slot that holds no running claim (free, draining, or
+    /// no longer the handle's claim).
+    #[error(
+        "slot {slot} on {iface} has no running claim to replace (it is free or draining, or no longer the handle's claim)"
+    )]
+    NothingToReplace {
+        /// The interface.
+        iface: String,
+        /// The slot.
+        slot: usize,
+    },
+
+    /// A replace found no free slot its backend can fill for the new
+    /// program (the old one keeps its slot until the switch).
+    #[error("no free slot on {iface} that the {backend} backend can fill for the new program")]
+    NoSpareSlot {
+        /// The interface.
+        iface: String,
+        /// The claim's backend.
+        backend: Backend,
+    },
+
     /// Detach refused: slots are claimed.
     #[error("{iface} still has {count} claimed slot(s)")]
     SlotsInUse {
@@ -489,6 +525,7 @@ impl Error {
             | Self::NotAttached { .. }
             | Self::NotHeld { .. }
             | Self::NoSuchClaim { .. }
+            | Self::NothingToReplace { .. }
             | Self::NoCustomChain { .. } => ErrorKind::NotFound,
             Self::NotPrivileged { .. } => ErrorKind::Permission,
             Self::ForeignProgram { .. }
@@ -498,6 +535,8 @@ impl Error {
             | Self::BackendFull { .. }
             | Self::NameTaken { .. }
             | Self::HeldByOther { .. }
+            | Self::ReplaceHeldByOther { .. }
+            | Self::NoSpareSlot { .. }
             | Self::SlotsInUse { .. }
             | Self::ChainInstalled { .. } => ErrorKind::Conflict,
             Self::VerifierRejected { .. }

@@ -7,7 +7,9 @@ use crate::{
     error::Result,
     lock::DirLock,
     program::Loaded,
-    release::{OwnRelease, release_own},
+    program::ProgramSource,
+    release::{OwnRelease, SlotRef, release_own},
+    replace::{Own, ProgramReplaced, replace},
     state::State,
 };
 
@@ -55,6 +57,37 @@ impl Claim {
     /// The loaded object (e.g. to read its maps or start an aya-log logger).
     pub fn ebpf_mut(&mut self) -> &mut aya::Ebpf {
         &mut self.program.ebpf
+    }
+
+    /// Replaces this claim's program by `program` at the same run position:
+    /// no packet meets neither program or both (docs/design.md, "Replace").
+    /// The claim keeps its name, priority, proceed-on verdicts, backend
+    /// and persistence; a held claim stays held by this process. On
+    /// success this handle holds the new program (its slot and program id
+    /// change) and the old one is unloaded; on error it still holds the
+    /// old one, which still runs.
+    pub fn replace(&mut self, program: &ProgramSource) -> Result<ProgramReplaced> {
+        let ins = crate::program::inspect(program)?;
+        let _lock = DirLock::exclusive(&self.dir)?;
+        let mut state = State::open(&self.dir, &self.iface)?;
+        let own = self.hold.is_some().then_some(Own {
+            prog_id: self.prog_id,
+            slot: self.slot,
+            hold: &mut self.hold,
+        });
+        let which = if own.is_some() {
+            SlotRef::Slot(self.slot)
+        } else {
+            SlotRef::Name(self.name.clone())
+        };
+        let (replaced, claimed) = replace(&mut state, &which, program, &ins, own)?;
+        crate::record_origin(&state, &claimed, program, &ins.name);
+        // The old hold and program go now (the old slot is already empty);
+        // with no hold left, dropping the old handle releases nothing.
+        self.hold = None;
+        let (iface, dir) = (self.iface.clone(), self.dir.clone());
+        *self = Claim::new(&iface, dir, claimed);
+        Ok(replaced)
     }
 
     /// Releases a held claim now, reporting errors and what became of it

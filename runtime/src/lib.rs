@@ -43,6 +43,7 @@ mod program;
 mod protocol_tests;
 mod record;
 mod release;
+mod replace;
 mod retry;
 mod root;
 mod run_config;
@@ -65,6 +66,7 @@ pub use placement::{DEFAULT_PRIO, PRIO_MAX};
 pub use program::ProgramSource;
 pub use record::SlotState;
 pub use release::{OwnRelease, Released, SlotRef};
+pub use replace::ProgramReplaced;
 pub use run_config::RunConfig;
 pub use status::{ClaimState, ClaimStatus, Counters, Status, mask_names, parse_mask};
 
@@ -194,6 +196,26 @@ impl Runtime {
         release::release(&mut state, which, force)
     }
 
+    /// Replaces the program of the persistent claim `which` (a slot number
+    /// or a claim name) by `program`, at the same run position: no packet
+    /// meets neither program or both (docs/design.md, "Replace"). The
+    /// claim keeps its name, priority, proceed-on verdicts, backend and
+    /// persistence. Another process's held claim is refused
+    /// ([`Error::ReplaceHeldByOther`]): its holder replaces it with
+    /// [`Claim::replace`].
+    pub fn replace(
+        &self,
+        iface: &str,
+        which: &SlotRef,
+        program: &ProgramSource,
+    ) -> Result<ProgramReplaced> {
+        let ins = program::inspect(program)?;
+        let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        let (replaced, claimed) = replace::replace(&mut state, which, program, &ins, None)?;
+        record_origin(&state, &claimed, program, &ins.name);
+        Ok(replaced)
+    }
+
     /// Frees records whose holders are gone; returns the slots freed.
     pub fn collect(&self, iface: &str) -> Result<Vec<usize>> {
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
@@ -247,5 +269,24 @@ impl Runtime {
     pub fn clear_chain(&self, iface: &str) -> Result<()> {
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
         chain::remove(&mut state)
+    }
+}
+
+/// Writes a finished claim's origin; one that cannot be written only
+/// leaves status without it.
+fn record_origin(
+    state: &State,
+    claimed: &claim::Claimed<State>,
+    program: &ProgramSource,
+    prog_name: &str,
+) {
+    if let Err(e) = origins::write(
+        &state.dir,
+        claimed.slot,
+        claimed.prog_id,
+        &program.label,
+        prog_name,
+    ) {
+        log::warn!("{}", error::chain(&e));
     }
 }

@@ -18,6 +18,17 @@ use crate::{
     record::{Owner, Record},
 };
 
+/// What a new run order does (for its crash points).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change {
+    /// A slot gets a position.
+    Activate,
+    /// A slot loses its position.
+    Deactivate,
+    /// A slot takes another's position.
+    Replace,
+}
+
 /// One interface's kernel objects. Every method runs under the
 /// interface's exclusive lock (or its shared one, for reads).
 pub(crate) trait Objects {
@@ -114,14 +125,7 @@ pub(crate) trait Objects {
     /// before its wait leaves `settled` at 0, and the next change waits
     /// first.
     fn set_active(&mut self, n: usize, on: bool) -> Result<()> {
-        let mut c = self.control()?;
-        if c.settled == 0 {
-            self.quiesce()?;
-            c.settled = 1;
-            self.write_control(&c)?;
-        }
-        let cur = (c.current & 1) as usize;
-        let mut order: Vec<usize> = c.tables[cur].slots().iter().map(|&s| s as usize).collect();
+        let (c, mut order) = self.settled_order()?;
         match (on, order.iter().position(|&s| s == n)) {
             (true, Some(_)) | (false, None) => return Ok(()),
             (true, None) => {
@@ -138,20 +142,66 @@ pub(crate) trait Objects {
                 order.remove(p);
             }
         }
-        c.tables[1 - cur] = RunTable::from_slots(&order);
+        self.publish(
+            c,
+            &order,
+            if on {
+                Change::Activate
+            } else {
+                Change::Deactivate
+            },
+        )
+    }
+
+    /// Puts slot `new` at slot `old`'s run position and takes `old` out,
+    /// in one new run order: a packet runs the old order or the new one,
+    /// so it meets exactly one of the two slots. Once this returns, no
+    /// packet runs `old`. Nothing to do if `new` already has a position
+    /// (the switch was published) or `old` has none.
+    fn swap_active(&mut self, old: usize, new: usize) -> Result<()> {
+        let (c, mut order) = self.settled_order()?;
+        if order.contains(&new) {
+            return Ok(());
+        }
+        let Some(p) = order.iter().position(|&s| s == old) else {
+            return Ok(());
+        };
+        order[p] = new;
+        self.publish(c, &order, Change::Replace)
+    }
+
+    /// `CONTROL` and the run order packets read, after the wait a change
+    /// that died before its own left owing.
+    fn settled_order(&mut self) -> Result<(Control, Vec<usize>)> {
+        let mut c = self.control()?;
+        if c.settled == 0 {
+            self.quiesce()?;
+            c.settled = 1;
+            self.write_control(&c)?;
+        }
+        let cur = (c.current & 1) as usize;
+        let order = c.tables[cur].slots().iter().map(|&s| s as usize).collect();
+        Ok((c, order))
+    }
+
+    /// Publishes `order`: into the table packets do not read, then one
+    /// byte (`current`) switches packets to it, then the wait.
+    fn publish(&mut self, mut c: Control, order: &[usize], change: Change) -> Result<()> {
+        let cur = (c.current & 1) as usize;
+        c.tables[1 - cur] = RunTable::from_slots(order);
         c.settled = 0;
         self.write_control(&c)?;
-        if on {
-            crash::point("activate::staged")?;
-        } else {
-            crash::point("deactivate::staged")?;
+        match change {
+            Change::Activate => crash::point("activate::staged")?,
+            Change::Deactivate => crash::point("deactivate::staged")?,
+            Change::Replace => crash::point("replace::staged")?,
         }
         c.current = (1 - cur) as u8;
         self.write_control(&c)?;
-        if on {
-            crash::point("activate::flipped")?;
-        } else {
-            crash::point("deactivate::flipped")?;
+        match change {
+            Change::Activate => crash::point("activate::flipped")?,
+            Change::Deactivate => crash::point("deactivate::flipped")?,
+            Change::Replace => crash::point("replace::flipped")?,
         }
         self.quiesce()?;
         c.settled = 1;

@@ -14,6 +14,7 @@ use crate::{
     program::{Inspected, ProgramSource},
     record::SlotState,
     release::{SlotRef, release, release_own},
+    replace::{Own, ProgramReplaced, replace},
 };
 
 fn take(
@@ -39,6 +40,31 @@ fn take(
         &ProgramSource::bytes("fake.o", Vec::new(), None),
         &prep,
         b,
+    )
+}
+
+/// Replaces the claim `which` by a new program; `own` is the holder's
+/// claim for a held one.
+fn swap(
+    p: &mut Fake,
+    which: &str,
+    own: Option<&mut Claimed<Fake>>,
+) -> Result<(ProgramReplaced, Claimed<Fake>)> {
+    let ins = Inspected {
+        name: "v2".into(),
+        ..Inspected::default()
+    };
+    let own = own.map(|c| Own {
+        prog_id: c.prog_id,
+        slot: c.slot,
+        hold: &mut c.hold,
+    });
+    replace(
+        p,
+        &SlotRef::Name(which.into()),
+        &ProgramSource::bytes("v2.o", Vec::new(), None),
+        &ins,
+        own,
     )
 }
 
@@ -293,6 +319,163 @@ fn a_forced_release_drains_until_the_holder_exits() {
     }
 }
 
+#[test]
+fn a_replace_switches_positions_in_one_run_order_then_retires_the_old_slot() {
+    for b in Backend::ALL {
+        for persistent in [true, false] {
+            sim::arm(None);
+            let k = Sim::new();
+            let mut p = Sim::spawn(&k);
+            let low = take(&mut p, "low", 10, true, b).unwrap();
+            let mut mid = take(&mut p, "mid", 50, persistent, b).unwrap();
+            let high = take(&mut p, "high", 90, true, b).unwrap();
+            log(&k);
+            let quiesces = k.borrow().quiesces;
+            let own = (!persistent).then_some(&mut mid);
+            let (r, new) = swap(&mut p, "mid", own).unwrap();
+            let what = format!("{b}, persistent {persistent}");
+            let l = log(&k);
+            // One control write takes the old slot out and puts the new one
+            // in: the two log lines are adjacent.
+            let on = position(&l, &format!("activate {}", r.new_slot));
+            let off = l
+                .iter()
+                .position(|e| *e == format!("deactivate {}", r.old_slot))
+                .unwrap_or_else(|| panic!("{what}: {l:?}"));
+            assert_eq!(on.abs_diff(off), 1, "{what}: {l:?}");
+            let filled = position(&l, &format!("fill {}", r.new_slot));
+            let emptied = position(&l, &format!("empty {}", r.old_slot));
+            assert!(
+                filled < on.min(off) && on.max(off) < emptied,
+                "{what}: {l:?}"
+            );
+            // One grace period: the switch's.
+            assert_eq!(k.borrow().quiesces, quiesces + 1, "{what}");
+            let c = p.control().unwrap();
+            assert_eq!(
+                c.run_table().slots(),
+                &[low.slot as u8, r.new_slot as u8, high.slot as u8][..],
+                "{what}"
+            );
+            assert_eq!((r.old_slot, r.position), (mid.slot, 1), "{what}");
+            let rec = p.record(r.new_slot).unwrap();
+            assert_eq!(rec.name, "mid");
+            assert_eq!(rec.prio, 50);
+            assert_eq!(rec.prog_id, new.prog_id);
+            assert_eq!(rec.state == SlotState::Persistent, persistent, "{what}");
+            assert_eq!(p.record(r.old_slot).unwrap().state, SlotState::Free);
+            k.borrow_mut().kernel_work();
+            k.borrow().check_whole();
+            // The name names the new claim now.
+            if persistent {
+                let r2 = release(&mut p, &SlotRef::Name("mid".into()), false).unwrap();
+                assert_eq!(r2.slot, r.new_slot);
+            } else {
+                let r2 = release_own(&mut p, new.slot, new.prog_id, new.hold.unwrap()).unwrap();
+                assert_eq!(r2, crate::OwnRelease::Released, "{what}");
+            }
+            k.borrow().check_whole();
+        }
+    }
+}
+
+#[test]
+fn a_replace_keeps_the_proceed_on_verdicts() {
+    sim::arm(None);
+    let k = Sim::new();
+    let mut p = Sim::spawn(&k);
+    let prep = |name: &str| Prepared {
+        ins: Inspected {
+            name: name.into(),
+            ..Inspected::default()
+        },
+        prio: 50,
+        proceed_on: 0b1010,
+        name: name.into(),
+        persistent: true,
+        run_config_ignored: false,
+    };
+    let c = claim(
+        &mut p,
+        &ProgramSource::bytes("fake.o", Vec::new(), None),
+        &prep("a"),
+        Backend::TailCall,
+    )
+    .unwrap();
+    let (r, _) = swap(&mut p, "a", None).unwrap();
+    assert_ne!(r.new_slot, c.slot);
+    assert_eq!(p.control().unwrap().proceed_on[r.new_slot], 0b1010);
+}
+
+#[test]
+fn a_replace_is_refused_for_another_holders_claim_and_without_a_spare_slot() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut holder = Sim::spawn(&k);
+        let held = take(&mut holder, "held", 20, false, b).unwrap();
+        let mut other = Sim::spawn(&k);
+        let err = swap(&mut other, "held", None).err().unwrap();
+        assert!(
+            matches!(err, Error::ReplaceHeldByOther { slot, .. } if slot == held.slot),
+            "{err}"
+        );
+        let err = swap(&mut other, "nobody", None).err().unwrap();
+        assert!(matches!(err, Error::NoSuchClaim { .. }), "{err}");
+        // Every slot the backend can fill taken: no room for the new program.
+        let fillable = (0..dispatcher_common::SLOT_COUNT)
+            .filter(|&n| b.can_fill(n))
+            .count();
+        let mut kept = Vec::new();
+        for i in 1..fillable.min(b.capacity()) {
+            kept.push(take(&mut other, &format!("c{i}"), 30, true, b).unwrap());
+        }
+        if fillable <= b.capacity() {
+            let err = swap(&mut other, "c1", None).err().unwrap();
+            assert!(matches!(err, Error::NoSpareSlot { .. }), "{b}: {err}");
+        } else {
+            // The tail-call budget is reached, yet a replace needs no more
+            // of it: the run order does not grow.
+            let (r, _) = swap(&mut other, "c1", None).unwrap();
+            assert!(p_active(&other, r.new_slot));
+        }
+        k.borrow().check_whole();
+    }
+}
+
+#[test]
+fn a_replace_of_a_free_slot_or_a_force_released_claim_finds_nothing_to_replace() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut holder = Sim::spawn(&k);
+        let mut held = take(&mut holder, "held", 20, false, b).unwrap();
+        let mut other = Sim::spawn(&k);
+        let free = held.slot + 1;
+        let err = replace(
+            &mut other,
+            &SlotRef::Slot(free),
+            &ProgramSource::bytes("v2.o", Vec::new(), None),
+            &Inspected::default(),
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, Error::NothingToReplace { slot, .. } if slot == free),
+            "{err}"
+        );
+        release(&mut other, &SlotRef::Name("held".into()), true).unwrap();
+        let err = swap(&mut holder, "held", Some(&mut held)).err().unwrap();
+        assert!(matches!(err, Error::NothingToReplace { .. }), "{b}: {err}");
+        k.borrow().check_whole();
+    }
+}
+
+fn p_active(p: &Fake, n: usize) -> bool {
+    p.control().unwrap().is_active(n)
+}
+
 /// What the crashing process does.
 #[derive(Debug, Clone, Copy)]
 enum Op {
@@ -302,15 +485,19 @@ enum Op {
     ReleaseOwnHeld,
     ForcedRelease,
     CollectDead,
+    ReplacePersistent,
+    ReplaceOwnHeld,
 }
 
-const OPS: [Op; 6] = [
+const OPS: [Op; 8] = [
     Op::ClaimPersistent,
     Op::ClaimHeld,
     Op::ReleasePersistent,
     Op::ReleaseOwnHeld,
     Op::ForcedRelease,
     Op::CollectDead,
+    Op::ReplacePersistent,
+    Op::ReplaceOwnHeld,
 ];
 
 /// Runs `op` in a process that dies at `armed` (or at the end), then has
@@ -329,10 +516,10 @@ fn scenario(op: Op, b: Backend, armed: Option<&'static str>) -> Vec<&'static str
     let mut crasher_claims = Vec::new();
     let mut victim_claims = Vec::new();
     match op {
-        Op::ReleasePersistent => {
+        Op::ReleasePersistent | Op::ReplacePersistent => {
             crasher_claims.push(take(&mut crasher, "target", 50, true, b).unwrap())
         }
-        Op::ReleaseOwnHeld => {
+        Op::ReleaseOwnHeld | Op::ReplaceOwnHeld => {
             crasher_claims.push(take(&mut crasher, "target", 50, false, b).unwrap())
         }
         Op::ForcedRelease => victim_claims.push(take(&mut victim, "target", 50, false, b).unwrap()),
@@ -363,6 +550,15 @@ fn scenario(op: Op, b: Backend, armed: Option<&'static str>) -> Vec<&'static str
         }
         Op::ForcedRelease => release(&mut crasher, &SlotRef::Name("target".into()), true).map(drop),
         Op::CollectDead => collect(&mut crasher).map(drop),
+        Op::ReplacePersistent => {
+            swap(&mut crasher, "target", None).map(|(_, c)| crasher_claims.push(c))
+        }
+        Op::ReplaceOwnHeld => {
+            let mut c = crasher_claims.pop().unwrap();
+            let r = swap(&mut crasher, "target", Some(&mut c));
+            crasher_claims.push(c);
+            r.map(|(_, c)| crasher_claims.push(c))
+        }
     };
     let passed = sim::passed();
     let what = format!("{op:?} on {b}, crash at {armed:?}");
@@ -379,6 +575,27 @@ fn scenario(op: Op, b: Backend, armed: Option<&'static str>) -> Vec<&'static str
     // works, and survives the kernel's deferred work.
     let mut next = Sim::spawn(&k);
     collect(&mut next).unwrap_or_else(|e| panic!("{what}: collect: {e}"));
+    if matches!(op, Op::ReplacePersistent) {
+        // Exactly one of the old and the new program has the claim, at its
+        // position between the standing claims.
+        let named: Vec<usize> = (0..dispatcher_common::SLOT_COUNT)
+            .filter(|&n| {
+                let r = next.record(n).unwrap();
+                !r.is_free() && r.name == "target"
+            })
+            .collect();
+        assert_eq!(named.len(), 1, "{what}: {named:?}");
+        let order = next.control().unwrap().run_table().slots().to_vec();
+        assert_eq!(
+            order,
+            vec![
+                standing[0].slot as u8,
+                named[0] as u8,
+                standing[1].slot as u8
+            ],
+            "{what}"
+        );
+    }
     let after =
         take(&mut next, "after", 50, true, b).unwrap_or_else(|e| panic!("{what}: claim: {e}"));
     k.borrow_mut().kernel_work();

@@ -138,10 +138,18 @@ pub fn advice(e: &Error) -> Option<String> {
         },
         Error::NameTaken { .. } => "pick another --name".into(),
         Error::BadName { .. } => "pass another --name".into(),
-        Error::NotHeld { iface, .. } | Error::NoSuchClaim { iface, .. } => {
+        Error::NotHeld { iface, .. }
+        | Error::NoSuchClaim { iface, .. }
+        | Error::NothingToReplace { iface, .. } => {
             format!("'slotctl status {iface}' lists the claims")
         }
         Error::HeldByOther { .. } => "use --force to release it anyway".into(),
+        Error::ReplaceHeldByOther { .. } => {
+            "replace it from the holding process (Claim::replace), or release it and claim the new program".into()
+        }
+        Error::NoSpareSlot { iface, .. } => {
+            format!("a replace needs one free slot besides the old one: release one first ('slotctl status {iface}')")
+        }
         Error::SlotsInUse { .. } => "release them first, or detach with --force".into(),
         Error::BackendUnsupported { backend, .. } => match backend {
             Backend::Freplace => "use --backend tailcall (or auto)".into(),

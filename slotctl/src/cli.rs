@@ -174,6 +174,26 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Replace a claim's program by another at the same run position: no
+    /// packet meets neither or both. The claim keeps its name, priority,
+    /// verdicts and backend. Persistent claims only: a held claim is
+    /// replaced by its holder (the library's Claim::replace).
+    Replace {
+        #[arg(help = IFACE_HELP)]
+        iface: String,
+        /// Slot number (0..=99) or claim name.
+        #[arg(value_name = "SLOT|NAME")]
+        which: String,
+        /// The XDP object file with the new program.
+        object: PathBuf,
+        /// The program in the object, if it has several XDP programs.
+        #[arg(long, value_name = "NAME")]
+        program: Option<String>,
+        /// Size (max_entries) of a map the object leaves for its loader to
+        /// size (declared with max_entries 0), e.g. `rx_cnt=64`. Repeatable.
+        #[arg(long = "map-size", value_name = "NAME=N", value_parser = parse_map_size)]
+        map_size: Vec<(String, u32)>,
+    },
     /// Show the claims (in run order) of one interface, or of all of this
     /// network namespace's interfaces that have the dispatcher.
     Status {

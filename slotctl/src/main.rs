@@ -148,6 +148,19 @@ fn run(cli: Cli) -> Result<Exit> {
             let r = rt.release(&iface, &which, force)?;
             out!("{}", output::released(&iface, &r));
         }
+        Cmd::Replace {
+            iface,
+            which,
+            object,
+            program,
+            map_size,
+        } => {
+            let mut src = ProgramSource::file(&object, program.as_deref())?;
+            src.map_sizes.extend(map_size);
+            let which: SlotRef = which.parse().expect("infallible");
+            let r = rt.replace(&iface, &which, &src)?;
+            out!("{}", output::replaced(&iface, &r));
+        }
         Cmd::Status { iface, json } => {
             let all = match iface {
                 Some(i) => vec![(i.clone(), Ok(rt.status(&i)?))],

@@ -27,7 +27,8 @@ pub fn write_line(args: std::fmt::Arguments<'_>) {
 }
 use anyhow::Result;
 use slots_runtime::{
-    Attached, Claim, Detached, OwnRelease, Released, Status, mask_names, probe::Report,
+    Attached, Claim, Detached, OwnRelease, ProgramReplaced, Released, Status, mask_names,
+    probe::Report,
 };
 
 pub fn claimed(c: &Claim, json: bool) {
@@ -108,6 +109,14 @@ pub fn released(iface: &str, r: &Released) -> String {
     } else {
         what
     }
+}
+
+/// What `replace` did, on one line.
+pub fn replaced(iface: &str, r: &ProgramReplaced) -> String {
+    format!(
+        "replaced {} on {iface} at run position {}: slot {} (program {}) -> slot {} (program {})",
+        r.name, r.position, r.old_slot, r.old_prog_id, r.new_slot, r.new_prog_id
+    )
 }
 
 /// What a holder's own release of its held claim did, on one line.

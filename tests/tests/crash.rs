@@ -42,6 +42,8 @@ enum Op {
     Detach,
     /// A persistent chain decision (freplace).
     Chain,
+    /// `replace` of a persistent claim's program.
+    Replace,
 }
 
 /// (point, operation, only with this backend). The first case of each
@@ -101,6 +103,17 @@ const CASES: &[(&str, Op, Option<Backend>)] = &[
     ("retire::emptied", Op::Collect, None),
     ("retire::emptied", Op::HeldRelease, None),
     ("release::forced", Op::ForcedRelease, None),
+    ("replace::filled", Op::Replace, None),
+    ("replace::staged", Op::Replace, None),
+    ("replace::flipped", Op::Replace, None),
+    ("replace::switched", Op::Replace, None),
+    // a replace passes a claim's filling and a retirement's points too
+    ("claim::recorded", Op::Replace, None),
+    ("tailcall::filled", Op::Replace, Some(Backend::TailCall)),
+    ("freplace::linked", Op::Replace, Some(Backend::Freplace)),
+    ("retire::inactive", Op::Replace, None),
+    ("tailcall::cleared", Op::Replace, Some(Backend::TailCall)),
+    ("retire::emptied", Op::Replace, None),
     ("chain::linked", Op::Chain, Some(Backend::Freplace)),
     ("detach::unlinked", Op::Detach, None),
 ];
@@ -235,6 +248,36 @@ fn crash(env: &TestEnv, other: &str, point: &str, op: Op) {
             again.unwrap_or_else(|e| panic!("{point}: attach after the crash: {e}"));
             env.in_rx(|rt, _| rt.detach(other, false)).unwrap();
         }
+        Op::Replace => {
+            run_ok(env, &victim);
+            let old = victim_prog_id(env);
+            let new = progs::path("xdp_count");
+            run_armed(
+                env,
+                point,
+                op,
+                &args(&["replace", &ifc, "victim", new.to_str().unwrap()]),
+            );
+            // The next change finishes the replace or undoes it: one claim
+            // named victim, running, with the old program or the new one.
+            env.in_rx(|rt, i| rt.collect(i)).unwrap();
+            let st = status(env);
+            let named: Vec<_> = st.claims.iter().filter(|c| c.name == "victim").collect();
+            assert_eq!(named.len(), 1, "{point}: {:?}", st.claims);
+            assert!(named[0].active, "{point}: {:?}", named[0]);
+            assert_eq!(named[0].state, ClaimState::Persistent, "{point}");
+            let undone = named[0].prog_id == old;
+            // Up to the switch the old program runs on; from it, the new.
+            let switched = [
+                "replace::flipped",
+                "replace::switched",
+                "retire::",
+                "tailcall::cleared",
+            ]
+            .iter()
+            .any(|p| point.starts_with(p));
+            assert_eq!(undone, !switched, "{point}: {:?}", named[0]);
+        }
         Op::Chain => {
             let chain = progs::path("chain_stop.o");
             run_armed(
@@ -346,7 +389,7 @@ fn sigkill_at_every_crash_point_leaves_a_whole_state() {
     let st = collect_until_whole(&env, &[]);
     assert!(st.claims.is_empty(), "{:?}", st.claims);
     env.in_rx(|rt, _| rt.detach(&ifc, false)).unwrap();
-    base.leaks(&[PROGRAM, "chain_stop"], &[])
+    base.leaks(&[PROGRAM, "chain_stop", "xdp_count"], &[])
         .unwrap_or_else(|e| panic!("after every crash point: {e}"));
     println!(
         "figures: crash backend={} points={} cases={cases} leaked_programs=0 leaked_links=0",

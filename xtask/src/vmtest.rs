@@ -38,7 +38,8 @@ const TEST_PACKAGE: &str = "integration-tests";
 /// (held, persistent, released on SIGKILL), the chain decision replaced,
 /// packet-changing extensions in every slot, extensions mixed with tail
 /// calls, slotctl end to end, a small race, a crash at every crash point,
-/// the hand-made leftovers of two dead installs, and a narrowed object
+/// a program replaced under traffic (held and persistent), the hand-made
+/// leftovers of two dead installs, and a narrowed object
 /// whose legacy section name was rewritten (an extension needs the BTF
 /// function records that follow the name). `--all` runs every
 /// executable instead; `cargo xtask stress --vm` adds the storms.
@@ -54,6 +55,7 @@ pub const CONFORMANCE: &[(&str, &[&str])] = &[
     ("runtime", &[]),
     ("slotctl", &[]),
     ("crash", &[]),
+    ("replace", &[]),
     ("races", &["eight_claimers_at_once"]),
     ("objects", &["legacy_section_names_are_xdp"]),
     (
