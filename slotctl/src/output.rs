@@ -145,15 +145,16 @@ pub fn stats(iface: &str, on: bool) -> String {
 pub const STATUS_SCHEMA: u32 = 1;
 
 /// A text table: columns as wide as their widest cell, numbers right
-/// aligned.
-struct Table {
-    head: Vec<&'static str>,
-    right: Vec<bool>,
-    rows: Vec<Vec<String>>,
+/// aligned. Used by `status` and `stats`.
+pub struct Table {
+    pub head: Vec<&'static str>,
+    pub right: Vec<bool>,
+    pub rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn print(&self) {
+    /// The table, one line per row after the header, each indented.
+    pub fn render(&self) -> String {
         let widths: Vec<usize> = (0..self.head.len())
             .map(|i| {
                 self.rows
@@ -174,12 +175,17 @@ impl Table {
                     out.push_str(&format!(" {c:<w$}"));
                 }
             }
-            out!("{}", out.trim_end());
+            format!("{}\n", out.trim_end())
         };
-        line(self.head.clone());
+        let mut text = line(self.head.clone());
         for r in &self.rows {
-            line(r.iter().map(String::as_str).collect());
+            text.push_str(&line(r.iter().map(String::as_str).collect()));
         }
+        text
+    }
+
+    fn print(&self) {
+        out!("{}", self.render().trim_end());
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use slots_runtime::{ClaimStatus, Counters, Runtime, Status};
 
-use crate::output::out;
+use crate::output::{Table, out};
 
 /// The version of `stats --json`'s layout (docs/status-json.md).
 pub const JSON_SCHEMA: u32 = 1;
@@ -166,51 +166,35 @@ fn table(prev: Option<&Sample>, now: &Sample, interval: Duration) -> String {
             let _ = writeln!(t, "  no claims");
             continue;
         }
-        let _ = writeln!(
-            t,
-            "{:>3} {:>4} {:<32} {:>8} {:>12} {:>10} {:>9} {:>12} {:>12} {:>9} {:>9}",
-            "pos",
-            "slot",
-            "name",
-            "prog_id",
-            "packets",
-            "pkt/s",
-            "aborted",
-            "drop",
-            "pass",
-            "tx",
-            "redirect"
-        );
-        for c in &st.claims {
-            let pos = c.position.map_or("-".into(), |p| p.to_string());
-            let (counts, rate) = match &c.counters {
-                Some(k) => {
-                    let v = verdicts(k);
-                    (
-                        format!(
-                            "{:>12} {{rate}} {:>9} {:>12} {:>12} {:>9} {:>9}",
-                            k.packets, v[0], v[1], v[2], v[3], v[4]
-                        ),
-                        rates(prev, now, st, c).map_or("-".into(), |(p, _)| format!("{p:.1}")),
-                    )
+        let rows = st
+            .claims
+            .iter()
+            .map(|c| {
+                let mut row = vec![
+                    c.position.map_or("-".into(), |p| p.to_string()),
+                    c.slot.to_string(),
+                    c.name.clone(),
+                    c.prog_id.to_string(),
+                ];
+                match &c.counters {
+                    Some(k) => {
+                        let rate =
+                            rates(prev, now, st, c).map_or("-".into(), |(p, _)| format!("{p:.1}"));
+                        row.extend([k.packets.to_string(), rate]);
+                        row.extend(verdicts(k).iter().map(u64::to_string));
+                    }
+                    None => row.extend(std::iter::repeat_n("-".to_string(), 7)),
                 }
-                None => (
-                    format!(
-                        "{:>12} {{rate}} {:>9} {:>12} {:>12} {:>9} {:>9}",
-                        "-", "-", "-", "-", "-", "-"
-                    ),
-                    "-".into(),
-                ),
-            };
-            let _ = writeln!(
-                t,
-                "{pos:>3} {:>4} {:<32} {:>8} {}",
-                c.slot,
-                c.name,
-                c.prog_id,
-                counts.replace("{rate}", &format!("{rate:>10}"))
-            );
-        }
+                row
+            })
+            .collect();
+        let head = vec![
+            "pos", "slot", "name", "prog_id", "packets", "pkt/s", "aborted", "drop", "pass", "tx",
+            "redirect",
+        ];
+        let mut right = vec![true; head.len()];
+        right[2] = false;
+        t.push_str(&Table { head, right, rows }.render());
     }
     if now.shown.is_empty() {
         let _ = writeln!(
