@@ -28,7 +28,9 @@ use std::{
 
 use integration_tests::env::{TestEnv, read_counter};
 use slots_runtime::{Claim, OwnRelease, SlotRef};
-use support::{Rng, check_whole, claim_args, seed, size, spawn_slotctl, stderr};
+use support::{
+    OnSendError, PacedSender, Rng, check_whole, claim_args, seed, size, spawn_slotctl, stderr,
+};
 
 /// One datagram every this many microseconds.
 const PACE_US: u64 = 500;
@@ -90,21 +92,13 @@ fn counting_slots_see_every_packet_while_other_slots_churn() {
         .unwrap();
     let port = rx.local_addr().unwrap().port();
     let tx = env.pair.sender(port).unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            let mut sent = 0u64;
-            while !done.load(Ordering::Relaxed) && sent < MAX_PACKETS {
-                tx.send(&sent.to_be_bytes()).unwrap();
-                sent += 1;
-                let next = start + Duration::from_micros(sent * PACE_US);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-            sent
-        })
-    };
+    let sender = PacedSender::start(
+        tx,
+        Duration::from_micros(PACE_US),
+        MAX_PACKETS,
+        OnSendError::Fail,
+        (),
+    );
     // Counts arrivals by sequence number: a lost or a doubled datagram
     // shows. Reads until told to stop, which happens once every datagram
     // has been accounted for (see below), not after a silence.
@@ -209,8 +203,7 @@ fn counting_slots_see_every_packet_while_other_slots_churn() {
             }
         }
     }
-    done.store(true, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
+    let sent = sender.stop();
     // Every datagram has now met XDP or was dropped before it: the counts
     // are final, and whatever passed is in the socket or about to be.
     let reached = env.pair.accounted(base, sent).unwrap();

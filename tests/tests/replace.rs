@@ -9,13 +9,7 @@
 //! here depends on how long anything takes.
 mod support;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
 use integration_tests::{
@@ -23,7 +17,10 @@ use integration_tests::{
     progs,
 };
 use slots_runtime::{Claim, ClaimState, ProgramSource, SlotRef};
-use support::{check_whole, claim_args, eventually, snapshot, spawn_slotctl, stderr, stdout};
+use support::{
+    OnSendError, PacedSender, check_whole, claim_args, eventually, snapshot, spawn_slotctl, stderr,
+    stdout,
+};
 
 /// One datagram every this many microseconds.
 const PACE_US: u64 = 200;
@@ -56,45 +53,20 @@ fn count(map: &PerCpuArray<MapData, u64>) -> u64 {
     map.get(&0, 0).unwrap().iter().sum()
 }
 
-/// A bounded sender: datagrams at a fixed pace until stopped (or
-/// [`MAX_PACKETS`]); `stop` returns how many it sent.
-struct Traffic {
-    done: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
-}
-
-impl Traffic {
-    fn start(env: &TestEnv) -> Self {
-        // The receiver is bound so that datagrams are not refused with
-        // ICMP; what arrives there is not counted.
-        let rx = env.pair.receiver(0).unwrap();
-        let port = rx.local_addr().unwrap().port();
-        let tx = env.pair.sender(port).unwrap();
-        let done = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let _rx = rx;
-                let start = Instant::now();
-                let mut sent = 0u64;
-                while !done.load(Ordering::Relaxed) && sent < MAX_PACKETS {
-                    // A full socket buffer is a drop the counters see, not
-                    // a send error.
-                    let _ = tx.send(&sent.to_be_bytes());
-                    sent += 1;
-                    let next = start + Duration::from_micros(sent * PACE_US);
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                }
-                sent
-            })
-        };
-        Self { done, thread }
-    }
-
-    fn stop(self) -> u64 {
-        self.done.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
+/// Steady traffic: a bounded sender at [`PACE_US`] into a bound receiver
+/// (so that datagrams are not refused with ICMP; what arrives there is
+/// not counted).
+fn traffic(env: &TestEnv) -> PacedSender {
+    let rx = env.pair.receiver(0).unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let tx = env.pair.sender(port).unwrap();
+    PacedSender::start(
+        tx,
+        Duration::from_micros(PACE_US),
+        MAX_PACKETS,
+        OnSendError::Count,
+        rx,
+    )
 }
 
 /// Waits until `map` has counted `n` more packets than `from`.
@@ -180,7 +152,7 @@ fn a_held_claim_replaced_by_its_holder_under_traffic_counts_each_packet_once() {
         claim.backend,
     );
     let base = env.pair.counters().unwrap();
-    let traffic = Traffic::start(&env);
+    let traffic = traffic(&env);
 
     let mut maps = vec![counter_map(claim.prog_id)];
     for i in 1..=REPLACES {
@@ -251,7 +223,7 @@ fn slotctl_replaces_a_persistent_claim_under_traffic_counting_each_packet_once()
     let o = spawn_slotctl(&env, None, &claim_args(&env, "xdp_pass", 90, "last")).output();
     assert!(o.status.success(), "{}", stderr(&o));
     let base = env.pair.counters().unwrap();
-    let traffic = Traffic::start(&env);
+    let traffic = traffic(&env);
 
     let mut maps = vec![counter_map(landed.prog_id)];
     let mut current = (landed.slot, landed.prog_id);

@@ -760,3 +760,61 @@ impl Baseline {
         })
     }
 }
+
+/// What a paced sender does when a send fails.
+#[derive(Clone, Copy)]
+pub enum OnSendError {
+    /// The test fails (the sender's thread panics, and `stop` with it).
+    Fail,
+    /// The datagram counts as sent: a full socket buffer is a loss before
+    /// XDP, which the pair's counters account for.
+    Count,
+}
+
+/// A bounded sender: datagrams numbered by an 8-byte sequence, one every
+/// `pace`, until stopped or `max` are sent. The pace only spreads the
+/// traffic; no check depends on it.
+pub struct PacedSender {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PacedSender {
+    /// Starts sending on `tx` (connected); `keep` lives as long as the
+    /// sender (e.g. the bound receiver, so datagrams are not refused).
+    pub fn start<K: Send + 'static>(
+        tx: std::net::UdpSocket,
+        pace: Duration,
+        max: u64,
+        on_error: OnSendError,
+        keep: K,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let _keep = keep;
+                let start = Instant::now();
+                let mut sent = 0u64;
+                while !done.load(Ordering::Relaxed) && sent < max {
+                    let r = tx.send(&sent.to_be_bytes());
+                    if let (Err(e), OnSendError::Fail) = (r, on_error) {
+                        panic!("sending datagram {sent}: {e}");
+                    }
+                    sent += 1;
+                    let next = start + pace * sent as u32;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+                sent
+            })
+        };
+        Self { done, thread }
+    }
+
+    /// Stops sending; how many datagrams were sent.
+    pub fn stop(self) -> u64 {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the sender panicked")
+    }
+}
