@@ -503,3 +503,86 @@ fn apply_killed_at_any_step_and_run_again_ends_as_the_file_says() {
         .unwrap_or_else(|e| panic!("after the killed applies: {e}"));
     println!("figures: apply_kills={}", KILLS.len());
 }
+
+/// The boot unit shipped in the repository.
+const UNIT: &str = include_str!("../../dist/systemd/xdp-slots-apply.service");
+const UNIT_SLOTCTL: &str = "/usr/local/bin/slotctl";
+
+#[test]
+fn the_boot_unit_runs_apply_on_the_config_directory_and_systemd_accepts_it() {
+    use clap::Parser as _;
+    use slotctl::cli::{Cli, Cmd};
+    // Its commands are slotctl command lines that parse, applying the
+    // configuration directory (no quoting in the unit: words are words).
+    let mut commands = 0;
+    for line in UNIT.lines() {
+        let Some(cmd) = line
+            .strip_prefix("ExecStart=")
+            .or_else(|| line.strip_prefix("ExecReload="))
+        else {
+            continue;
+        };
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        assert_eq!(words[0], UNIT_SLOTCTL, "{line}");
+        let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{line}: {e}"));
+        match cli.cmd {
+            Cmd::Apply {
+                files,
+                prune,
+                dry_run,
+                ..
+            } => {
+                assert_eq!(files, [PathBuf::from("/etc/xdp-slots")], "{line}");
+                assert!(!prune && !dry_run, "{line}");
+            }
+            other => panic!("{line}: not apply: {other:?}"),
+        }
+        commands += 1;
+    }
+    assert_eq!(commands, 2, "ExecStart and ExecReload");
+    for want in [
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        "After=network-online.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(UNIT.lines().any(|l| l == want), "the unit lacks {want}");
+    }
+
+    let Ok(analyze) = which("systemd-analyze") else {
+        println!(
+            "systemd-analyze is not installed: the unit was checked against slotctl's command line only"
+        );
+        return;
+    };
+    // systemd-analyze checks that the command exists: the slotctl of this
+    // build stands in for the installed one.
+    let d = Dir::new();
+    let slotctl = integration_tests::env::slotctl_path();
+    let unit = d.put(
+        "xdp-slots-apply.service",
+        UNIT.replace(UNIT_SLOTCTL, slotctl.to_str().unwrap())
+            .as_bytes(),
+    );
+    let o = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+/// `name` on PATH.
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
