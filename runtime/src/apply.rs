@@ -72,6 +72,24 @@ pub struct DesiredClaim {
     pub at: String,
 }
 
+impl DesiredClaim {
+    /// A claim of `object`'s only XDP program on `interface`, every other
+    /// field at its default.
+    pub fn new(interface: impl Into<String>, object: impl Into<PathBuf>) -> Self {
+        Self {
+            interface: interface.into(),
+            name: None,
+            object: object.into(),
+            program: None,
+            priority: None,
+            proceed_on: None,
+            backend: None,
+            pin_maps: scoped(),
+            at: String::new(),
+        }
+    }
+}
+
 /// A file: its claims.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,7 +144,10 @@ impl Desired {
                 let (f, line) = at(file, text, offset);
                 c.at = format!("{f}:{line}");
                 if c.object.is_relative() {
-                    c.object = dir.join(&c.object);
+                    // Absolute, so that the recorded path (and an export
+                    // of it) does not depend on the working directory.
+                    let joined = dir.join(&c.object);
+                    c.object = std::path::absolute(&joined).unwrap_or(joined);
                 }
                 c
             })
@@ -675,5 +696,49 @@ impl Runtime {
         };
         crate::release::release(&mut state, &SlotRef::Slot(n), false)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_reads_with_the_line_of_each_claim_and_objects_from_its_directory() {
+        let text = "# comment\n\n[[claim]]\ninterface = \"eth0\"\nobject = \"fw.o\"\n\n[[claim]]\ninterface = \"eth1\"\nname = \"lb\"\nobject = \"/srv/lb.o\"\npriority = 7\nproceed_on = [\"pass\", \"drop\"]\n";
+        let d = Desired::parse(text, Path::new("/etc/xdp-slots/node.toml")).unwrap();
+        assert_eq!(d.claims.len(), 2);
+        assert_eq!(d.claims[0].at, "/etc/xdp-slots/node.toml:3");
+        assert_eq!(d.claims[0].object, Path::new("/etc/xdp-slots/fw.o"));
+        assert_eq!(d.claims[0].pin_maps, "scoped");
+        assert_eq!(d.claims[1].at, "/etc/xdp-slots/node.toml:7");
+        assert_eq!(d.claims[1].priority, Some(7));
+        // What export writes reads back as the same claims.
+        let again = Desired::parse(&d.to_toml(), Path::new("/x/y.toml")).unwrap();
+        let strip = |d: &Desired| {
+            d.claims
+                .iter()
+                .map(|c| DesiredClaim {
+                    at: String::new(),
+                    ..c.clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&again), strip(&d));
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let e = Desired::parse(
+            "[[claim]]\ninterface = \"eth0\"\nobject = \n",
+            Path::new("f.toml"),
+        )
+        .unwrap_err();
+        match e {
+            Error::BadDesired { file, line, .. } => {
+                assert_eq!((file.as_str(), line), ("f.toml", 3))
+            }
+            other => panic!("{other}"),
+        }
     }
 }
