@@ -9,6 +9,7 @@ use std::{
     os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
     process::Output,
+    sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use integration_tests::{
@@ -21,6 +22,21 @@ use support::{
     baseline, claim_args, spawn_slotctl, spawn_slotctl_with, status, stderr, stdout,
     traffic_reaches_every_claim,
 };
+
+/// The leak checks count every program named like the test objects' that
+/// was loaded since their baseline and that no process holds: the
+/// persistent claims of this suite's other tests would count too, so a
+/// test that checks for leaks runs alone (exclusive) and the others
+/// together (shared). Taken first, so that it is released last.
+static KERNEL: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    KERNEL.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    KERNEL.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A directory of the test's own for files and objects, removed on drop.
 struct Dir(PathBuf);
@@ -141,6 +157,7 @@ fn all_keep(out: &str) -> bool {
 
 #[test]
 fn export_detach_apply_restores_the_claims_and_a_rerun_changes_nothing() {
+    let _kernel = shared();
     let env = TestEnv::new().unwrap();
     let ifc = env.pair.rx_if.clone();
     run_ok(&env, &args_of(&claim_args(&env, "xdp_pass", 10, "first")));
@@ -212,6 +229,7 @@ fn args_of(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn a_changed_object_is_replaced_at_its_position_and_dry_run_changes_nothing() {
+    let _kernel = shared();
     let env = TestEnv::new().unwrap();
     let ifc = env.pair.rx_if.clone();
     let d = Dir::new();
@@ -298,6 +316,7 @@ fn a_changed_object_is_replaced_at_its_position_and_dry_run_changes_nothing() {
 
 #[test]
 fn apply_releases_only_what_it_made_unless_prune() {
+    let _kernel = shared();
     let env = TestEnv::new().unwrap();
     let ifc = env.pair.rx_if.clone();
     let d = Dir::new();
@@ -337,6 +356,7 @@ fn apply_releases_only_what_it_made_unless_prune() {
 
 #[test]
 fn a_bad_file_changes_nothing_and_says_where_in_one_line() {
+    let _kernel = shared();
     let env = TestEnv::new().unwrap();
     let ifc = env.pair.rx_if.clone();
     let d = Dir::new();
@@ -441,6 +461,7 @@ const KILLS: &[&str] = &[
 
 #[test]
 fn apply_killed_at_any_step_and_run_again_ends_as_the_file_says() {
+    let _kernel = exclusive();
     let base = baseline();
     let env = TestEnv::new().unwrap();
     let ifc = env.pair.rx_if.clone();
@@ -585,4 +606,57 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+#[test]
+fn apply_runs_while_other_processes_claim_and_release() {
+    let _kernel = exclusive();
+    let base = baseline();
+    let env = TestEnv::new().unwrap();
+    let ifc = env.pair.rx_if.clone();
+    let d = Dir::new();
+    let a = d.object("a.o", "xdp_pass");
+    let b1 = d.object("b1.o", "xdp_pass");
+    let b2 = d.object("b2.o", "xdp_count");
+    let one = d.put(
+        "one.toml",
+        (claim_toml(&ifc, "a", &a, 10) + &claim_toml(&ifc, "b", &b1, 20)).as_bytes(),
+    );
+    let two = d.put(
+        "two.toml",
+        (claim_toml(&ifc, "a", &a, 10) + &claim_toml(&ifc, "b", &b2, 20)).as_bytes(),
+    );
+    let rounds = support::size("APPLY_RACE", [3, 6, 20]);
+    std::thread::scope(|s| {
+        // Another process claims and releases its own claims meanwhile.
+        let other = s.spawn(|| {
+            for i in 0..rounds * 2 {
+                let name = format!("other{}", i % 3);
+                let c = claim_args(&env, "xdp_pass", 15 + (i % 3) as u32, &name);
+                let o = env.slotctl(&args_of(&c));
+                assert!(o.status.success(), "{}", stderr(&o));
+                let o = env.slotctl(&["release", &env.pair.rx_if, &name]);
+                assert!(o.status.success(), "{}", stderr(&o));
+            }
+        });
+        for i in 0..rounds {
+            let file = if i % 2 == 0 { &one } else { &two };
+            apply(&env, file, &[]);
+        }
+        other.join().unwrap();
+    });
+    let last = if rounds % 2 == 1 { &one } else { &two };
+    let out = apply(&env, last, &[]);
+    assert!(all_keep(&out), "{out}");
+    let st = status(&env);
+    let names: Vec<_> = st.claims.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a", "b"],
+        "the others released theirs; apply's are there"
+    );
+    assert!(traffic_reaches_every_claim(&env, 10) > 0);
+    let ids: Vec<u32> = st.claims.iter().map(|c| c.prog_id).collect();
+    base.leaks(&["xdp_pass", "xdp_count"], &ids)
+        .unwrap_or_else(|e| panic!("after the concurrent applies: {e}"));
 }
