@@ -52,6 +52,9 @@ pub const POINTS: &[&str] = &[
     "replace::switched",
     // another holder's claim released by force
     "release::forced",
+    // apply: after each step it takes (a claim, replace, re-claim or
+    // release, each with its own points above)
+    "apply::stepped",
     // chain decision, detach
     "chain::linked",
     "detach::unlinked",
@@ -140,6 +143,7 @@ mod tests {
     #[test]
     fn every_point_is_listed_and_called() {
         let sources = [
+            include_str!("apply.rs"),
             include_str!("attach.rs"),
             include_str!("dispatcher.rs"),
             include_str!("claim.rs"),

@@ -149,6 +149,17 @@ pub enum Error {
         source: Cause,
     },
 
+    /// A declarative claims file (`apply`) is wrong: nothing was changed.
+    #[error("{file}:{line}: {why}")]
+    BadDesired {
+        /// The file.
+        file: String,
+        /// The line (of the claim, or of the syntax error).
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+
     /// An ELF file built for another machine than BPF.
     #[error("{path} is an ELF file for {machine}, not for BPF")]
     NotBpf {
@@ -510,6 +521,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::BadObject { .. }
+            | Self::BadDesired { .. }
             | Self::NoXdpProgram { .. }
             | Self::NoSuchProgram { .. }
             | Self::AmbiguousProgram { .. }

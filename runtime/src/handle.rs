@@ -81,7 +81,7 @@ impl Claim {
             SlotRef::Name(self.name.clone())
         };
         let (replaced, claimed) = replace(&mut state, &which, program, &ins, own)?;
-        crate::record_origin(&state, &claimed, program, &ins.name);
+        crate::record_origin(&state, &claimed, program, &ins.name, false);
         // The old hold and program go now (the old slot is already empty);
         // with no hold left, dropping the old handle releases nothing.
         self.hold = None;

@@ -17,6 +17,7 @@
 //! docs/design.md; the contract with the eBPF side is `dispatcher-common`.
 #![warn(missing_docs)]
 
+mod apply;
 mod attach;
 mod backend;
 mod btf;
@@ -53,6 +54,7 @@ mod sys;
 
 use std::path::{Path, PathBuf};
 
+pub use apply::{Action, ApplyOptions, Desired, DesiredClaim, Exported, Plan, Step};
 pub use attach::{AttachOptions, Attached, Detached, Dropped, DroppedClaim, Replaced};
 pub use backend::Backend;
 pub use chain::ChainClaim;
@@ -151,6 +153,17 @@ impl Runtime {
         req: &ClaimRequest,
         attach: AttachOptions,
     ) -> Result<Claim> {
+        self.claim_marked(iface, req, attach, false)
+    }
+
+    /// [`Runtime::claim_with`], recording whether `apply` made the claim.
+    fn claim_marked(
+        &self,
+        iface: &str,
+        req: &ClaimRequest,
+        attach: AttachOptions,
+        applied: bool,
+    ) -> Result<Claim> {
         let iface = Iface::resolve(iface)?;
         // Check the object and the request before touching the interface.
         let prepared = claim::prepare(req)?;
@@ -169,15 +182,7 @@ impl Runtime {
             let claimed = claim::claim(&mut state, &req.program, &prepared, backend)?;
             // The claim is made: an origin that cannot be recorded only
             // leaves status without it.
-            if let Err(e) = origins::write(
-                &state.dir,
-                claimed.slot,
-                claimed.prog_id,
-                &req.program.label,
-                &prepared.ins.name,
-            ) {
-                log::warn!("{}", error::chain(&e));
-            }
+            record_origin(&state, &claimed, &req.program, &prepared.ins.name, applied);
             program::warn_claimed(&req.program, &prepared, &claimed.program);
             Ok(Claim::new(&iface.name, state.dir.clone(), claimed))
         })();
@@ -209,10 +214,26 @@ impl Runtime {
         which: &SlotRef,
         program: &ProgramSource,
     ) -> Result<ProgramReplaced> {
+        self.replace_marked(iface, which, program, None)
+    }
+
+    /// [`Runtime::replace`]; the new program keeps the old one's `apply`
+    /// mark, or takes `mark` where one is given.
+    fn replace_marked(
+        &self,
+        iface: &str,
+        which: &SlotRef,
+        program: &ProgramSource,
+        mark: Option<bool>,
+    ) -> Result<ProgramReplaced> {
         let ins = program::inspect(program)?;
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
         let (replaced, claimed) = replace::replace(&mut state, which, program, &ins, None)?;
-        record_origin(&state, &claimed, program, &ins.name);
+        let applied = mark.unwrap_or_else(|| {
+            origins::read(&state.dir, replaced.old_slot, replaced.old_prog_id)
+                .is_some_and(|o| o.applied)
+        });
+        record_origin(&state, &claimed, program, &ins.name, applied);
         Ok(replaced)
     }
 
@@ -279,14 +300,15 @@ fn record_origin(
     claimed: &claim::Claimed<State>,
     program: &ProgramSource,
     prog_name: &str,
+    applied: bool,
 ) {
-    if let Err(e) = origins::write(
-        &state.dir,
-        claimed.slot,
-        claimed.prog_id,
-        &program.label,
-        prog_name,
-    ) {
+    let written = origins::Written {
+        object: &program.label,
+        program: prog_name,
+        hash: origins::hash(&program.bytes),
+        applied,
+    };
+    if let Err(e) = origins::write(&state.dir, claimed.slot, claimed.prog_id, written) {
         log::warn!("{}", error::chain(&e));
     }
 }

@@ -1,5 +1,8 @@
 //! Where each claim's program came from: its object (a path, or the label
-//! of an in-memory object) and the program's name in it, for status.
+//! of an in-memory object), the program's name in it and the object's
+//! content hash, for status, export and apply; and whether `apply` made
+//! the claim (only such claims does it release when a file stops naming
+//! them).
 //!
 //! Kept in a map of its own, pinned as [`pin::ORIGINS`] (one entry per
 //! slot), that only userspace reads: the claim records (`SLOTS`) are
@@ -24,13 +27,35 @@ use crate::{
 const OBJECT_MAX: usize = 1024;
 /// Longest program name kept, in bytes.
 const PROGRAM_MAX: usize = 256;
-/// An entry: program id (u32 LE), object length (u16 LE), program length
-/// (u16 LE), then the object's bytes and the program's, zero padded.
-const ENTRY: usize = 8 + OBJECT_MAX + PROGRAM_MAX;
+/// An entry as first written: program id (u32 LE), object length (u16
+/// LE), program length (u16 LE), then the object's bytes and the
+/// program's, zero padded.
+const ENTRY_V1: usize = 8 + OBJECT_MAX + PROGRAM_MAX;
+/// Appended to the first layout: the sha256 of the object's bytes, then a
+/// flags byte ([`FLAG_HASHED`], [`FLAG_APPLIED`]). A map made with the
+/// first layout (value size [`ENTRY_V1`]) still reads, with the appended
+/// fields unknown, and is written without them.
+const ENTRY: usize = ENTRY_V1 + HASH_LEN + 1;
+/// Length of the content hash.
+const HASH_LEN: usize = 32;
+/// The entry has the object's hash.
+const FLAG_HASHED: u8 = 1;
+/// `apply` made the claim.
+const FLAG_APPLIED: u8 = 2;
 /// The map's name in the kernel.
 const MAP_NAME: &str = "ORIGINS";
 
 type Entry = [u8; ENTRY];
+type EntryV1 = [u8; ENTRY_V1];
+
+/// The sha256 of an object's bytes.
+pub(crate) type Hash = [u8; HASH_LEN];
+
+/// The sha256 of `bytes`.
+pub(crate) fn hash(bytes: &[u8]) -> Hash {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
 
 /// A claim's origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +64,24 @@ pub(crate) struct Origin {
     pub object: String,
     /// The program's name in the object.
     pub program: String,
+    /// The sha256 of the object's bytes; `None` if written by a version
+    /// that did not keep it.
+    pub hash: Option<Hash>,
+    /// `apply` made the claim.
+    pub applied: bool,
+}
+
+/// What is recorded of a claim's object.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written<'a> {
+    /// The object's path or label.
+    pub object: &'a str,
+    /// The program's name in it.
+    pub program: &'a str,
+    /// The object's bytes' hash.
+    pub hash: Hash,
+    /// `apply` made the claim.
+    pub applied: bool,
 }
 
 /// Creates the (empty) map and pins it in the state directory `dir`.
@@ -57,13 +100,22 @@ pub(crate) fn create(dir: &Path) -> Result<()> {
         .map_err(|e| Error::kernel(format!("pinning {}", path.display()), e))
 }
 
-fn open(dir: &Path) -> Option<Array<MapData, Entry>> {
+/// The map, in the layout it was made with.
+enum Opened {
+    Current(Array<MapData, Entry>),
+    V1(Array<MapData, EntryV1>),
+}
+
+fn open(dir: &Path) -> Option<Opened> {
     let path = dir.join(pin::ORIGINS);
     if !path.exists() {
         return None;
     }
     let data = MapData::from_pin(&path).ok()?;
-    Array::try_from(Map::Array(data)).ok()
+    if data.info().ok()?.value_size() as usize == ENTRY_V1 {
+        return Array::try_from(Map::Array(data)).ok().map(Opened::V1);
+    }
+    Array::try_from(Map::Array(data)).ok().map(Opened::Current)
 }
 
 fn cut(s: &str, max: usize) -> &[u8] {
@@ -76,17 +128,26 @@ fn cut(s: &str, max: usize) -> &[u8] {
 
 /// Records the origin of the claim in slot `n` (filled with `prog_id`).
 /// A state without the map (attached by an earlier version) records
-/// nothing.
-pub(crate) fn write(dir: &Path, n: usize, prog_id: u32, object: &str, program: &str) -> Result<()> {
-    let Some(mut map) = open(dir) else {
-        return Ok(());
+/// nothing; one with the first layout records no hash or mark.
+pub(crate) fn write(dir: &Path, n: usize, prog_id: u32, w: Written<'_>) -> Result<()> {
+    let e = encode(prog_id, w);
+    let r = match open(dir) {
+        None => return Ok(()),
+        Some(Opened::Current(mut map)) => map.set(n as u32, e, 0),
+        Some(Opened::V1(mut map)) => {
+            let mut v1: EntryV1 = [0; ENTRY_V1];
+            v1.copy_from_slice(&e[..ENTRY_V1]);
+            map.set(n as u32, v1, 0)
+        }
     };
-    map.set(n as u32, encode(prog_id, object, program), 0)
-        .map_err(|err| Error::kernel(format!("recording the origin of slot {n}"), err))
+    r.map_err(|err| Error::kernel(format!("recording the origin of slot {n}"), err))
 }
 
 /// The entry for the claim filled with `prog_id`.
-fn encode(prog_id: u32, object: &str, program: &str) -> Entry {
+fn encode(prog_id: u32, w: Written<'_>) -> Entry {
+    let Written {
+        object, program, ..
+    } = w;
     let mut e: Entry = [0; ENTRY];
     let object: Vec<u8> = if object.len() > OBJECT_MAX {
         cut(object, OBJECT_MAX - 3)
@@ -103,11 +164,14 @@ fn encode(prog_id: u32, object: &str, program: &str) -> Entry {
     e[6..8].copy_from_slice(&(program.len() as u16).to_le_bytes());
     e[8..8 + object.len()].copy_from_slice(&object);
     e[8 + OBJECT_MAX..8 + OBJECT_MAX + program.len()].copy_from_slice(program);
+    e[ENTRY_V1..ENTRY_V1 + HASH_LEN].copy_from_slice(&w.hash);
+    e[ENTRY - 1] = FLAG_HASHED | if w.applied { FLAG_APPLIED } else { 0 };
     e
 }
 
-/// Decodes an entry if it belongs to `prog_id`.
-fn decode(e: &Entry, prog_id: u32) -> Option<Origin> {
+/// Decodes an entry (of either layout: the first one is shorter) if it
+/// belongs to `prog_id`.
+fn decode(e: &[u8], prog_id: u32) -> Option<Origin> {
     let id = u32::from_le_bytes(e[0..4].try_into().ok()?);
     if id != prog_id || id == 0 {
         return None;
@@ -117,27 +181,44 @@ fn decode(e: &Entry, prog_id: u32) -> Option<Origin> {
     Some(Origin {
         object: String::from_utf8_lossy(&e[8..8 + olen]).into_owned(),
         program: String::from_utf8_lossy(&e[8 + OBJECT_MAX..8 + OBJECT_MAX + plen]).into_owned(),
+        hash: (e.len() == ENTRY && e[ENTRY - 1] & FLAG_HASHED != 0)
+            .then(|| e[ENTRY_V1..ENTRY_V1 + HASH_LEN].try_into().ok())
+            .flatten(),
+        applied: e.len() == ENTRY && e[ENTRY - 1] & FLAG_APPLIED != 0,
     })
 }
 
 /// The origin of the claim in slot `n` filled with `prog_id`, if known.
 pub(crate) fn read(dir: &Path, n: usize, prog_id: u32) -> Option<Origin> {
-    let map = open(dir)?;
-    decode(&map.get(&(n as u32), 0).ok()?, prog_id)
+    match open(dir)? {
+        Opened::Current(map) => decode(&map.get(&(n as u32), 0).ok()?, prog_id),
+        Opened::V1(map) => decode(&map.get(&(n as u32), 0).ok()?, prog_id),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn w<'a>(object: &'a str, program: &'a str) -> Written<'a> {
+        Written {
+            object,
+            program,
+            hash: hash(object.as_bytes()),
+            applied: true,
+        }
+    }
+
     #[test]
     fn an_origin_belongs_to_its_program_only() {
-        let e = encode(7, "/srv/fw.o", "xdp_firewall_with_a_long_name");
+        let e = encode(7, w("/srv/fw.o", "xdp_firewall_with_a_long_name"));
         assert_eq!(
             decode(&e, 7),
             Some(Origin {
                 object: "/srv/fw.o".into(),
-                program: "xdp_firewall_with_a_long_name".into()
+                program: "xdp_firewall_with_a_long_name".into(),
+                hash: Some(hash(b"/srv/fw.o")),
+                applied: true,
             })
         );
         assert_eq!(decode(&e, 8), None, "another claim's entry");
@@ -147,9 +228,17 @@ mod tests {
     #[test]
     fn a_long_path_is_cut_and_marked() {
         let long = format!("/{}", "d/".repeat(700));
-        let o = decode(&encode(1, &long, "p"), 1).unwrap();
+        let o = decode(&encode(1, w(&long, "p")), 1).unwrap();
         assert_eq!(o.object.len(), OBJECT_MAX);
         assert!(o.object.ends_with("..."));
         assert!(long.starts_with(o.object.trim_end_matches("...")));
+    }
+
+    #[test]
+    fn a_first_layout_entry_reads_without_hash_or_mark() {
+        let e = encode(3, w("/srv/fw.o", "fw"));
+        let o = decode(&e[..ENTRY_V1], 3).unwrap();
+        assert_eq!((o.object.as_str(), o.program.as_str()), ("/srv/fw.o", "fw"));
+        assert_eq!((o.hash, o.applied), (None, false));
     }
 }

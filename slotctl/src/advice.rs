@@ -64,6 +64,7 @@ pub fn advice(e: &Error) -> Option<String> {
             "mount it with 'mount -t bpf bpf {}' or pass another --bpffs root",
             path.display()
         ),
+        Error::BadDesired { .. } => "fix the file and run apply again; nothing was changed".into(),
         Error::NoSuchInterface { .. } => {
             "check 'ip link' (or enter the right namespace with nsenter --net=...)".into()
         }

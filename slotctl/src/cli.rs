@@ -204,6 +204,42 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the persistent claims (of one interface, or of every one of
+    /// this network namespace) as a declarative TOML file for 'apply'.
+    /// Held claims belong to running processes and are left out (named
+    /// in a comment).
+    Export {
+        /// Network interface (default: every one with the dispatcher).
+        iface: Option<String>,
+    },
+    /// Make the node match declarative TOML files (as 'export' writes
+    /// them): claim what is missing, replace a claim whose object changed
+    /// (at its run position), re-claim one whose priority, verdicts or
+    /// backend changed, release what no file names (only claims apply
+    /// made, unless --prune). Idempotent: a second run changes nothing.
+    #[command(
+        long_about = "Make the node match declarative TOML files (as 'export' writes them).\n\n\
+            Claims what is missing (attaching the dispatcher where needed), replaces a claim \
+            whose object, program or object content changed at its run position (no packet \
+            lost), re-claims one whose priority, proceed-on verdicts or backend changed, and \
+            releases what no file names any more: only claims apply made, unless --prune. A \
+            second run changes nothing. Every file and every object is checked before anything \
+            changes. Prints one line per claim: claim, replace, reclaim, release, keep or leave."
+    )]
+    Apply {
+        /// Files, or directories whose *.toml files are read (by name).
+        #[arg(required = true, value_name = "FILE|DIR")]
+        files: Vec<PathBuf>,
+        /// Also release persistent claims apply did not make that no file names.
+        #[arg(long)]
+        prune: bool,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the plan (with the new program ids) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Attach the dispatcher (idempotent).
     Attach {
         #[arg(help = IFACE_HELP)]

@@ -66,7 +66,7 @@ impl Exit {
             Exit::Failure => "any other failure: bpffs not mounted, a file system error",
             Exit::Usage => "usage: an unknown command or option, a value out of its range",
             Exit::BadInput => {
-                "bad input: the object (not BPF, no XDP program, no such program), a claim name, a slot number"
+                "bad input: the object (not BPF, no XDP program, no such program), a claim name, a slot number, a file given to apply"
             }
             Exit::NotFound => {
                 "not found: no such interface, the dispatcher not attached, no such claim"

@@ -22,7 +22,9 @@ use slotctl::{
     cli::{Cli, Cmd},
     exit::Exit,
 };
-use slots_runtime::{AttachOptions, ClaimRequest, Error, ProgramSource, Runtime, SlotRef};
+use slots_runtime::{
+    ApplyOptions, AttachOptions, ClaimRequest, Desired, Error, ProgramSource, Runtime, SlotRef,
+};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -185,6 +187,23 @@ fn run(cli: Cli) -> Result<Exit> {
                 eprintln!("slotctl: {}", advice::line(e));
             }
             return Ok(exit);
+        }
+        Cmd::Export { iface } => {
+            let e = rt.export(iface.as_deref())?;
+            out!("{}", e.to_toml().trim_end());
+        }
+        Cmd::Apply {
+            files,
+            prune,
+            dry_run,
+            json,
+        } => {
+            let desired = Desired::read(&files)?;
+            let mut opts = ApplyOptions::default();
+            opts.prune = prune;
+            opts.dry_run = dry_run;
+            let plan = rt.apply(&desired, opts)?;
+            output::plan(&plan, json)?;
         }
         Cmd::Attach {
             iface,

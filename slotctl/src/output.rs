@@ -308,3 +308,19 @@ pub fn probe(r: &Report, json: bool) -> Result<()> {
     );
     Ok(())
 }
+
+/// apply's plan: one line per claim (with the new program id of a step
+/// taken), or the plan as JSON.
+pub fn plan(p: &slots_runtime::Plan, json: bool) -> Result<()> {
+    if json {
+        out!("{}", serde_json::to_string_pretty(p)?);
+        return Ok(());
+    }
+    for s in &p.steps {
+        match s.new_prog_id {
+            Some(id) if s.action != slots_runtime::Action::Keep => out!("{s} (program {id})"),
+            _ => out!("{s}"),
+        }
+    }
+    Ok(())
+}

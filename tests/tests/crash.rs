@@ -353,7 +353,9 @@ fn next_operation(env: &TestEnv, point: &str, standing: &[Landed]) {
 
 #[test]
 fn sigkill_at_every_crash_point_leaves_a_whole_state() {
-    for p in POINTS {
+    // apply's points are between whole operations: the apply suite kills
+    // it there.
+    for p in POINTS.iter().filter(|p| !p.starts_with("apply::")) {
         assert!(
             CASES.iter().any(|c| c.0 == *p),
             "crash point {p} has no case here"
