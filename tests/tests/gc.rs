@@ -485,3 +485,68 @@ fn a_deleted_interface_is_dead_and_a_crashed_clean_is_finished() {
     );
     support::check_whole(&env, &[]).unwrap();
 }
+
+#[test]
+fn clean_and_claims_at_once_free_the_dead_and_keep_every_claim() {
+    let env = TestEnv::new().unwrap();
+    // A dead dispatcher in the same namespace: its interface deleted.
+    let gone = second_interface(&env);
+    let mut a = claim_args(&env, PROGRAM, 10, "on-gone");
+    a[1] = gone.clone();
+    let o = support::spawn_slotctl(&env, None, &a).output();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = env.in_rx(|_, _| {
+        env.root
+            .join(slots_runtime::Iface::resolve(&gone).unwrap().dir_name())
+    });
+    env.pair.rx.exec(&["ip", "link", "del", &gone]).unwrap();
+    eventually(KERNEL_PATIENCE, || {
+        flagged_dead(&env, &dir)
+            .then_some(())
+            .ok_or_else(|| "not flagged dead yet".to_string())
+    })
+    .unwrap();
+
+    // Claims on the live interface and cleans, released together: each
+    // claim's attach frees dead state in passing (or skips it while a
+    // clean holds it), each clean waits for the locks.
+    let mut gate = support::Gate::new();
+    let mut procs = Vec::new();
+    for i in 0..4 {
+        let args = claim_args(&env, PROGRAM, 10 + i, &format!("c{i}"));
+        procs.push(support::spawn_slotctl(&env, Some(&gate), &args));
+    }
+    for _ in 0..2 {
+        procs.push(support::spawn_slotctl(
+            &env,
+            Some(&gate),
+            &["clean".to_string()],
+        ));
+    }
+    support::wait_at_gate(&procs.iter().collect::<Vec<_>>());
+    gate.open();
+    let mut freed_by = 0;
+    for p in procs {
+        let o = p.output();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let said = format!("{}{}", stdout(&o), stderr(&o));
+        if said.contains(&format!("{}", dir.display())) {
+            freed_by += 1;
+        }
+    }
+    assert_eq!(freed_by, 1, "exactly one process freed {}", dir.display());
+    assert!(!dir.exists());
+    let st = support::check_whole(&env, &[]).unwrap();
+    let names: BTreeSet<String> = st.claims.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(
+        names,
+        (0..4).map(|i| format!("c{i}")).collect::<BTreeSet<_>>()
+    );
+    assert_eq!(traffic_reaches_every_claim(&env, 10), 10);
+}
+
+/// Does `status --all-namespaces` flag the state in `dir` dead?
+fn flagged_dead(env: &TestEnv, dir: &Path) -> bool {
+    let node = node_status(&env.root);
+    entry(&node, dir).is_some_and(|e| !e["dead"].is_null())
+}
