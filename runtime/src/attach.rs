@@ -390,7 +390,29 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
             .map_err(|e| Error::io(format!("removing {}", link.display()), e))?;
         crash::point("detach::unlinked")?;
     }
-    std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
+    // `CONTROL` last: until the directory is empty it says the directory
+    // is ours, so that a removal that died half-way is finished later
+    // (`gc::dead`).
+    let remove = |p: &Path| {
+        if p.is_dir() {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        }
+        .map_err(|e| Error::io(format!("removing {}", p.display()), e))
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries.filter_map(|e| e.ok()) {
+        if entry.file_name() != pin::CONTROL {
+            remove(&entry.path())?;
+        }
+    }
+    let control = dir.join(pin::CONTROL);
+    if control.exists() {
+        remove(&control)?;
+    }
+    std::fs::remove_dir(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
 }
 
 /// `2 claim(s): a (slot 0, persistent), b (slot 3, held by pid 7)`, `no

@@ -54,18 +54,23 @@ impl std::fmt::Display for Dead {
     }
 }
 
-/// Is the state directory `dir` dead, and why? A link pin the kernel
-/// cannot read is not taken for dead: that is damaged state, for `detach
-/// --force`.
+/// Is the state directory `dir` dead, and why? Only a directory that is
+/// ours (its `CONTROL` pin has our layout) or empty can be: pins someone
+/// else put under a name like ours are never touched. A link pin the
+/// kernel cannot read is not taken for dead either: that is damaged state,
+/// for `detach --force`. (Removal takes `CONTROL` last, so a removal that
+/// died half-way leaves it; see `attach::remove_dir`.)
 pub(crate) fn dead(dir: &Path) -> Option<Dead> {
     let link = dir.join(pin::LINK);
-    if !link.exists() {
-        return Some(Dead::Unlinked);
-    }
-    match sys::xdp_link_ifindex(&link) {
-        Ok(Some(0)) => Some(Dead::InterfaceGone),
-        _ => None,
-    }
+    let why = if !link.exists() {
+        Dead::Unlinked
+    } else if let Ok(Some(0)) = sys::xdp_link_ifindex(&link) {
+        Dead::InterfaceGone
+    } else {
+        return None;
+    };
+    let empty = std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_none());
+    (empty || State::open(dir, "").is_ok()).then_some(why)
 }
 
 /// A dead state directory, freed.

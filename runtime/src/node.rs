@@ -47,8 +47,10 @@ pub struct NodeEntry {
     /// Its network namespace; only the cookie is known when the namespace
     /// was not found (gone, or reachable from no process or name here).
     pub namespace: Namespace,
-    /// Its status (whose `dead` says whether its interface is gone), or
-    /// why it could not be read.
+    /// Why its state is dead, if it is (as [`Status::dead`], also known
+    /// when the status could not be read).
+    pub dead: Option<gc::Dead>,
+    /// Its status, or why it could not be read.
     pub status: Result<Status>,
 }
 
@@ -151,6 +153,7 @@ pub(crate) fn status(root: &std::path::Path) -> Result<Vec<NodeEntry>> {
                 cookie,
                 ..Namespace::default()
             }),
+            dead: gc::dead(&dir),
             dir,
             ifindex,
             iface,

@@ -173,17 +173,24 @@ fn run(cli: Cli) -> Result<Exit> {
             for entry in node {
                 match entry.status {
                     Ok(st) => shown.push((entry.namespace, st)),
+                    // Dead state half removed is not damage: clean
+                    // finishes it.
                     Err(e) => {
-                        if exit == Exit::Ok {
+                        if exit == Exit::Ok && entry.dead.is_none() {
                             exit = Exit::of(e.kind());
                         }
-                        failed.push((entry.namespace, entry.iface, anyhow::Error::from(e)));
+                        failed.push(output::Unread {
+                            namespace: entry.namespace,
+                            iface: entry.iface,
+                            dead: entry.dead,
+                            error: anyhow::Error::from(e),
+                        });
                     }
                 }
             }
             output::status_node(&shown, &failed, json)?;
-            for (_, _, e) in &failed {
-                eprintln!("slotctl: {}", advice::line(e));
+            for f in &failed {
+                eprintln!("slotctl: {}", output::unread_line(f));
             }
             return Ok(exit);
         }

@@ -27,8 +27,8 @@ pub fn write_line(args: std::fmt::Arguments<'_>) {
 }
 use anyhow::Result;
 use slots_runtime::{
-    Attached, Claim, Cleaned, Detached, Namespace, OwnRelease, ProgramReplaced, Released, Status,
-    mask_names, probe::Report,
+    Attached, Claim, Cleaned, Dead, Detached, Namespace, OwnRelease, ProgramReplaced, Released,
+    Status, mask_names, probe::Report,
 };
 
 pub fn claimed(c: &Claim, json: bool) {
@@ -223,13 +223,28 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
     Ok(())
 }
 
+/// A dispatcher of the node whose status could not be read.
+pub struct Unread {
+    pub namespace: Namespace,
+    pub iface: String,
+    pub dead: Option<Dead>,
+    pub error: anyhow::Error,
+}
+
+/// Its line on stderr: the error, and for dead state what frees it.
+pub fn unread_line(u: &Unread) -> String {
+    match u.dead {
+        Some(why) => format!(
+            "{}; it is dead ({why}): 'slotctl clean' frees it",
+            crate::advice::line(&u.error)
+        ),
+        None => crate::advice::line(&u.error),
+    }
+}
+
 /// `status --all-namespaces`: every dispatcher of the node, each with its
 /// namespace.
-pub fn status_node(
-    all: &[(Namespace, Status)],
-    failed: &[(Namespace, String, anyhow::Error)],
-    json: bool,
-) -> Result<()> {
+pub fn status_node(all: &[(Namespace, Status)], failed: &[Unread], json: bool) -> Result<()> {
     if json {
         let interfaces: Vec<_> = all
             .iter()
@@ -241,10 +256,10 @@ pub fn status_node(
             .collect();
         let errors: Vec<_> = failed
             .iter()
-            .map(|(ns, iface, e)| {
+            .map(|u| {
                 serde_json::json!({
-                    "iface": iface, "netns_cookie": ns.cookie, "namespace": ns,
-                    "error": crate::advice::line(e),
+                    "iface": u.iface, "netns_cookie": u.namespace.cookie,
+                    "namespace": u.namespace, "dead": u.dead, "error": unread_line(u),
                 })
             })
             .collect();
