@@ -7,6 +7,7 @@ use crate::{
     crash,
     dispatcher::{self, Mode},
     error::{Error, Result},
+    gc,
     iface::Iface,
     lock::DirLock,
     objects::Objects,
@@ -103,13 +104,16 @@ pub struct Dropped {
 pub struct Detached {
     /// The interface.
     pub iface: String,
-    /// The claims removed with the state (only with `force`).
+    /// The claims removed with the state (only with `force`, or when the
+    /// interface was gone).
     pub dropped: Dropped,
+    /// The interface no longer existed: its dead state was freed.
+    pub interface_gone: bool,
 }
 
-/// The claims recorded in the state directory `dir`.
-fn claims_in(dir: &Path, iface: &Iface) -> Dropped {
-    let records = State::open(dir, &iface.name).and_then(|s| s.records());
+/// The claims recorded in the state directory `dir` of interface `iface`.
+pub(crate) fn claims_in(dir: &Path, iface: &str) -> Dropped {
+    let records = State::open(dir, iface).and_then(|s| s.records());
     match records {
         Ok(records) => Dropped {
             claims: records
@@ -203,6 +207,12 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
     let _root_lock = DirLock::exclusive(root)?;
     remove_dead_builds(root, iface)?;
     let dir = root.join(iface.dir_name());
+    // Other interfaces' dead state, freed in passing; this interface's own
+    // directory is judged below, which says what went with it. A dead
+    // directory another process has locked waits for the next attach.
+    if let Err(e) = gc::collect_dead(root, gc::Wait::Skip, |d, _| d != dir) {
+        log::warn!("freeing dead state: {}", crate::error::chain(&e));
+    }
     let mut stale = None;
     if dir.exists() {
         if let Some(prog_id) = ours_attached(&dir, iface)? {
@@ -222,7 +232,7 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
         // Our directory, but the dispatcher is not on the interface any more
         // (the interface was deleted and its index reused, or the link pin
         // removed): start afresh, saying what went.
-        let dropped = claims_in(&dir, iface);
+        let dropped = claims_in(&dir, &iface.name);
         log::warn!(
             "{}: the dispatcher was no longer on the interface (the interface was re-created, or the link pin in {} removed), so its state was dropped with {}",
             iface.name,
@@ -380,7 +390,29 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
             .map_err(|e| Error::io(format!("removing {}", link.display()), e))?;
         crash::point("detach::unlinked")?;
     }
-    std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
+    // `CONTROL` last: until the directory is empty it says the directory
+    // is ours, so that a removal that died half-way is finished later
+    // (`gc::dead`).
+    let remove = |p: &Path| {
+        if p.is_dir() {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        }
+        .map_err(|e| Error::io(format!("removing {}", p.display()), e))
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries.filter_map(|e| e.ok()) {
+        if entry.file_name() != pin::CONTROL {
+            remove(&entry.path())?;
+        }
+    }
+    let control = dir.join(pin::CONTROL);
+    if control.exists() {
+        remove(&control)?;
+    }
+    std::fs::remove_dir(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))
 }
 
 /// `2 claim(s): a (slot 0, persistent), b (slot 3, held by pid 7)`, `no
@@ -427,7 +459,7 @@ pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<Detached> {
         match State::open(&dir, &iface.name) {
             Ok(mut state) => {
                 collect(&mut state)?;
-                let dropped = claims_in(&dir, iface);
+                let dropped = claims_in(&dir, &iface.name);
                 let count = dropped.claims.len();
                 if count > 0 && !force {
                     return Err(Error::SlotsInUse {
@@ -448,5 +480,32 @@ pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<Detached> {
     Ok(Detached {
         iface: iface.name.clone(),
         dropped,
+        interface_gone: false,
     })
+}
+
+/// Detaches from an interface of the calling thread's namespace that no
+/// longer exists: frees the dead state recorded under its `name` (the
+/// dispatcher was already off it). `None` when there is none.
+pub fn detach_gone(root: &Path, name: &str) -> Result<Option<Detached>> {
+    root::ensure(root)?;
+    let cookie =
+        sys::netns_cookie().map_err(|e| Error::io("reading the network namespace cookie", e))?;
+    let _root_lock = DirLock::exclusive(root)?;
+    let freed = gc::collect_dead(root, gc::Wait::Block, |dir, c| {
+        c == cookie && gc::recorded_name(dir).is_some_and(|n| n == name)
+    })?;
+    if freed.is_empty() {
+        return Ok(None);
+    }
+    let mut dropped = Dropped::default();
+    for f in freed {
+        dropped.claims.extend(f.dropped.claims);
+        dropped.unreadable |= f.dropped.unreadable;
+    }
+    Ok(Some(Detached {
+        iface: name.into(),
+        dropped,
+        interface_gone: true,
+    }))
 }

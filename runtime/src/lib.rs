@@ -29,10 +29,12 @@ mod dispatcher;
 mod error;
 #[cfg(test)]
 mod fake;
+mod gc;
 mod handle;
 mod iface;
 mod lock;
 mod narrow;
+mod node;
 mod objects;
 mod origins;
 mod owner;
@@ -62,8 +64,10 @@ pub use claim::ClaimRequest;
 pub use dispatcher::{Mode, OBJECT as DISPATCHER, slot_array_ids};
 pub use dispatcher_common::{LAYOUT_VERSION, SLOT_COUNT};
 pub use error::{Cause, Error, ErrorKind, ExtensionRefusal, Result, chain as error_chain};
+pub use gc::{Cleaned, Dead, Freed};
 pub use handle::Claim;
 pub use iface::Iface;
+pub use node::{Namespace, NodeEntry};
 pub use placement::{DEFAULT_PRIO, PRIO_MAX};
 pub use program::ProgramSource;
 pub use record::SlotState;
@@ -118,8 +122,34 @@ impl Runtime {
 
     /// Detaches the dispatcher and removes its state. Refuses while slots
     /// are claimed unless `force`; says which claims went.
+    ///
+    /// An interface of this network namespace that no longer exists, but
+    /// whose dead state is still recorded under its name, has that state
+    /// freed ([`Detached::interface_gone`]).
     pub fn detach(&self, iface: &str, force: bool) -> Result<Detached> {
-        attach::detach(&self.root, &Iface::resolve(iface)?, force)
+        match Iface::resolve(iface) {
+            Ok(i) => attach::detach(&self.root, &i, force),
+            Err(e @ Error::NoSuchInterface { .. }) => {
+                attach::detach_gone(&self.root, iface)?.ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Frees the state of every dispatcher under the root, in any network
+    /// namespace, whose interface is gone (deleted, alone or with its
+    /// namespace), or whose removal did not finish: every pin, so that the
+    /// kernel frees the dispatcher, its maps and links and the programs of
+    /// persistent claims (a held claim's program goes when its holder
+    /// exits). Safe against concurrent operations (it takes the root lock,
+    /// then each dead directory's) and against a crash half-way (the next
+    /// run finishes the job). Every attach and claim does the same in
+    /// passing, skipping directories another process has locked.
+    pub fn clean(&self) -> Result<Cleaned> {
+        root::ensure(&self.root)?;
+        let _root_lock = DirLock::exclusive(&self.root)?;
+        let freed = gc::collect_dead(&self.root, gc::Wait::Block, |_, _| true)?;
+        Ok(Cleaned { freed })
     }
 
     /// Opens `iface`'s state under its lock (exclusive or shared).
@@ -265,6 +295,16 @@ impl Runtime {
             out.push((name, status));
         }
         Ok(out)
+    }
+
+    /// Every dispatcher under the root, in every network namespace (a
+    /// container's too), with its namespace as far as it can be found
+    /// from here (a `/run/netns` name, a process inside it) and its status,
+    /// or why it could not be read. A dispatcher whose interface is gone
+    /// says so ([`Status::dead`]).
+    pub fn status_node(&self) -> Result<Vec<NodeEntry>> {
+        root::ensure(&self.root)?;
+        node::status(&self.root)
     }
 
     /// Switches the per-slot counters on or off.

@@ -23,6 +23,11 @@ impl DirLock {
         Ok(Self { file })
     }
 
+    /// Wraps a file whose lock the caller has just taken.
+    pub(crate) fn from_locked(file: File) -> Self {
+        Self { file }
+    }
+
     /// Blocks until a shared lock on `dir` is ours.
     pub fn shared(dir: &Path) -> Result<Self> {
         let file = open(dir)?;

@@ -8,6 +8,7 @@ use crate::{
     collect::is_live,
     dispatcher::{self, Mode},
     error::{Error, Result},
+    gc::{self, Dead},
     iface,
     objects::Objects,
     origins, pin,
@@ -162,6 +163,10 @@ pub struct Status {
     /// Claims in run order, then those without a run position (draining or
     /// stale) by slot.
     pub claims: Vec<ClaimStatus>,
+    /// Why the state is dead (its interface is gone), if it is: nothing
+    /// runs there any more, and `Runtime::clean` (or the next attach or
+    /// claim) frees it.
+    pub dead: Option<Dead>,
 }
 
 /// Reads the status of the interface whose state is `state`.
@@ -227,6 +232,7 @@ pub(crate) fn read(state: &State) -> Result<Status> {
         custom_chain: (control.flags & FLAG_CUSTOM_CHAIN != 0).then_some(control.chain_prog_id),
         active_slots: control.active_count(),
         claims,
+        dead: gc::dead(&state.dir),
     })
 }
 

@@ -328,3 +328,78 @@ pub fn kill_self() -> ! {
     }
     unreachable!("SIGKILL was not delivered")
 }
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `BPF_LINK_TYPE_XDP` in `enum bpf_link_type`.
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// `union bpf_attr` for BPF_OBJ_GET.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The interface an XDP link pinned at `path` is attached to: `Some(0)`
+/// when its interface was deleted (the kernel detaches the link from a
+/// device that goes away, and reports ifindex 0), `None` when the pin is
+/// not an XDP link.
+pub fn xdp_link_ifindex(path: &std::path::Path) -> io::Result<Option<u32>> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let fd = bpf(
+        BPF_OBJ_GET,
+        &ObjGetAttr {
+            pathname: c.as_ptr() as u64,
+            bpf_fd: 0,
+            file_flags: 0,
+        },
+    )?;
+    // SAFETY: BPF_OBJ_GET returned a fresh descriptor that nothing else
+    // owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // `struct bpf_link_info`: type, id, prog_id, then (8-byte aligned) the
+    // per-type union, whose XDP member starts with the ifindex. The kernel
+    // fills at most `info_len` bytes.
+    let mut info = [0u8; 64];
+    bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        &InfoAttr {
+            bpf_fd: fd.as_raw_fd() as u32,
+            info_len: info.len() as u32,
+            info: info.as_mut_ptr() as u64,
+        },
+    )?;
+    let word = |at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().expect("4 bytes"));
+    Ok((word(0) == BPF_LINK_TYPE_XDP).then(|| word(16)))
+}
+
+/// Cookie of the network namespace `ns` (an open `/proc/<pid>/ns/net` or
+/// `/run/netns/<name>`): a socket made in it tells. The `setns` happens in
+/// a thread of its own that ends right after, so the caller's threads
+/// never change namespace.
+pub fn netns_cookie_of(ns: &std::fs::File) -> io::Result<u64> {
+    let fd = ns.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on a descriptor the caller keeps open for
+            // the call; it changes only this short-lived thread.
+            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            netns_cookie()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+}

@@ -195,10 +195,17 @@ pub enum Cmd {
         map_size: Vec<(String, u32)>,
     },
     /// Show the claims (in run order) of one interface, or of all of this
-    /// network namespace's interfaces that have the dispatcher.
+    /// network namespace's interfaces that have the dispatcher, or of every
+    /// namespace's (--all-namespaces).
     Status {
         /// Network interface (default: every one with the dispatcher).
         iface: Option<String>,
+        /// Every dispatcher under the state root, in any network namespace
+        /// (containers' too), with its namespace: cookie, and a /run/netns
+        /// name or a process inside it where one is found. Dispatchers whose
+        /// interface is gone are flagged dead ('slotctl clean' frees them).
+        #[arg(long, short = 'A', conflicts_with = "iface")]
+        all_namespaces: bool,
         /// Print JSON: {"schema": 1, "interfaces": [...], "errors": [...]}
         /// (docs/status-json.md).
         #[arg(long)]
@@ -265,6 +272,15 @@ pub enum Cmd {
         /// are dropped (named in the output).
         #[arg(long)]
         force: bool,
+    },
+    /// Free the state of every dispatcher, in any network namespace, whose
+    /// interface is gone (deleted alone or with its namespace), with its
+    /// claims: the kernel then frees its programs, maps and links. Live
+    /// interfaces are not touched. Attach and claim do this in passing.
+    Clean {
+        /// Print JSON: {"freed": [...]}.
+        #[arg(long)]
+        json: bool,
     },
     /// Per-slot packets, verdicts and rates in run order; or switch the
     /// counters on or off (they are off after attach).

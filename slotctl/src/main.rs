@@ -163,7 +163,44 @@ fn run(cli: Cli) -> Result<Exit> {
             let r = rt.replace(&iface, &which, &src)?;
             out!("{}", output::replaced(&iface, &r));
         }
-        Cmd::Status { iface, json } => {
+        Cmd::Status {
+            all_namespaces: true,
+            json,
+            ..
+        } => {
+            let node = rt.status_node()?;
+            let mut exit = Exit::Ok;
+            let mut failed = Vec::new();
+            let mut shown = Vec::new();
+            for entry in node {
+                match entry.status {
+                    Ok(st) => shown.push((entry.namespace, st)),
+                    // Dead state half removed is not damage: clean
+                    // finishes it.
+                    Err(e) => {
+                        if exit == Exit::Ok && entry.dead.is_none() {
+                            exit = Exit::of(e.kind());
+                        }
+                        failed.push(output::Unread {
+                            namespace: entry.namespace,
+                            iface: entry.iface,
+                            dead: entry.dead,
+                            error: anyhow::Error::from(e),
+                        });
+                    }
+                }
+            }
+            output::status_node(&shown, &failed, json)?;
+            for f in &failed {
+                eprintln!("slotctl: {}", output::unread_line(f));
+            }
+            return Ok(exit);
+        }
+        Cmd::Clean { json } => {
+            let cleaned = rt.clean()?;
+            output::cleaned(&cleaned, json)?;
+        }
+        Cmd::Status { iface, json, .. } => {
             let all = match iface {
                 Some(i) => vec![(i.clone(), Ok(rt.status(&i)?))],
                 None => rt.status_all()?,

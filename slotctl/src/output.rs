@@ -27,8 +27,8 @@ pub fn write_line(args: std::fmt::Arguments<'_>) {
 }
 use anyhow::Result;
 use slots_runtime::{
-    Attached, Claim, Detached, OwnRelease, ProgramReplaced, Released, Status, mask_names,
-    probe::Report,
+    Attached, Claim, Cleaned, Dead, Detached, Namespace, OwnRelease, ProgramReplaced, Released,
+    Status, mask_names, probe::Report,
 };
 
 pub fn claimed(c: &Claim, json: bool) {
@@ -96,6 +96,17 @@ pub fn detached(d: &Detached) -> String {
     } else {
         format!(" and dropped {}", d.dropped)
     };
+    if d.interface_gone {
+        let what = if d.dropped.unreadable || d.dropped.claims.is_empty() {
+            what
+        } else {
+            format!(" with {}", d.dropped)
+        };
+        return format!(
+            "{} is gone: freed the state its dispatcher left{what}",
+            d.iface
+        );
+    }
     format!("detached the dispatcher from {}{what}", d.iface)
 }
 
@@ -207,6 +218,118 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
         out!("no interface of this network namespace has the dispatcher");
     }
     for s in all {
+        interface(s);
+    }
+    Ok(())
+}
+
+/// A dispatcher of the node whose status could not be read.
+pub struct Unread {
+    pub namespace: Namespace,
+    pub iface: String,
+    pub dead: Option<Dead>,
+    pub error: anyhow::Error,
+}
+
+/// Its line on stderr: the error, and for dead state what frees it.
+pub fn unread_line(u: &Unread) -> String {
+    match u.dead {
+        Some(why) => format!(
+            "{}; it is dead ({why}): 'slotctl clean' frees it",
+            crate::advice::line(&u.error)
+        ),
+        None => crate::advice::line(&u.error),
+    }
+}
+
+/// `status --all-namespaces`: every dispatcher of the node, each with its
+/// namespace.
+pub fn status_node(all: &[(Namespace, Status)], failed: &[Unread], json: bool) -> Result<()> {
+    if json {
+        let interfaces: Vec<_> = all
+            .iter()
+            .map(|(ns, st)| {
+                let mut v = serde_json::to_value(st).expect("status serialises");
+                v["namespace"] = serde_json::to_value(ns).expect("namespace serialises");
+                v
+            })
+            .collect();
+        let errors: Vec<_> = failed
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "iface": u.iface, "netns_cookie": u.namespace.cookie,
+                    "namespace": u.namespace, "dead": u.dead, "error": unread_line(u),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "schema": STATUS_SCHEMA,
+            "interfaces": interfaces,
+            "errors": errors,
+        });
+        out!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if all.is_empty() && failed.is_empty() {
+        out!("no dispatcher under this state root");
+    }
+    let mut last = None;
+    for (ns, st) in all {
+        if last != Some(ns.cookie) {
+            out!("{}", namespace(ns));
+            last = Some(ns.cookie);
+        }
+        interface(st);
+    }
+    Ok(())
+}
+
+/// `namespace 4097 (/run/netns/ctr1, pid 812)`; `(this one)` for slotctl's
+/// own, `(not found: gone, or held by nothing reachable here)` otherwise.
+fn namespace(ns: &Namespace) -> String {
+    let mut what: Vec<String> = Vec::new();
+    if ns.own {
+        what.push("slotctl's own".into());
+    }
+    if let Some(n) = &ns.name {
+        what.push(format!("/run/netns/{n}"));
+    }
+    if let Some(p) = ns.pid {
+        what.push(format!("pid {p}"));
+    }
+    if what.is_empty() {
+        what.push("not found from here: gone, or named by no process or /run/netns entry".into());
+    }
+    format!("namespace {} ({})", ns.cookie, what.join(", "))
+}
+
+/// What `clean` freed.
+pub fn cleaned(c: &Cleaned, json: bool) -> Result<()> {
+    if json {
+        out!("{}", serde_json::to_string_pretty(c)?);
+        return Ok(());
+    }
+    if c.freed.is_empty() {
+        out!("nothing to clean: every dispatcher's interface is there");
+    }
+    for f in &c.freed {
+        let iface = if f.iface.is_empty() { "?" } else { &f.iface };
+        out!(
+            "freed {} ({iface}, ifindex {}, namespace {}): {}; dropped {}",
+            f.dir.display(),
+            f.ifindex,
+            f.netns_cookie,
+            f.why,
+            f.dropped
+        );
+    }
+    Ok(())
+}
+
+/// One interface's status: a line, then its claims in a table.
+fn interface(s: &Status) {
+    {
         out!(
             "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{})",
             s.iface,
@@ -221,9 +344,12 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
                 .map(|id| format!(", chain decision prog {id}"))
                 .unwrap_or_default()
         );
+        if let Some(why) = s.dead {
+            out!("  dead: {why}, so nothing runs here; 'slotctl clean' frees it");
+        }
         if s.claims.is_empty() {
             out!("  no claims");
-            continue;
+            return;
         }
         let mut head = vec![
             "POS",
@@ -266,7 +392,6 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
             .collect();
         Table { head, right, rows }.print();
     }
-    Ok(())
 }
 
 pub fn probe(r: &Report, json: bool) -> Result<()> {

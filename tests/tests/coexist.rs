@@ -427,6 +427,7 @@ fn foreign_pins_next_to_ours_and_inside_our_root_are_left_alone() {
     run(claim_args(&env, "xdp_count", 30, "b"));
     run(s(&["status"]));
     run(s(&["status", &ifc, "--json"]));
+    run(s(&["clean"]));
     run(s(&["stats", &ifc, "on"]));
     // A claimer killed half-way, then the collection that follows.
     let mut held = claim_args(&env, "xdp_pass", 40, "c");

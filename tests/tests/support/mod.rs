@@ -134,6 +134,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A child started elsewhere, killed and reaped on drop like the rest.
+    pub fn from_child(child: Child) -> Self {
+        Self {
+            child: Some(child),
+            started: Instant::now(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
