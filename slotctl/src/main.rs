@@ -161,6 +161,13 @@ fn run(cli: Cli) -> Result<Exit> {
             let r = rt.replace(&iface, &which, &src)?;
             out!("{}", output::replaced(&iface, &r));
         }
+        Cmd::Upgrade {
+            iface,
+            interrupt_held,
+        } => {
+            let u = rt.upgrade(&iface, interrupt_held)?;
+            out!("{}", output::upgraded(&u));
+        }
         Cmd::Status { iface, json } => {
             let all = match iface {
                 Some(i) => vec![(i.clone(), Ok(rt.status(&i)?))],
