@@ -316,3 +316,83 @@ fn a_state_newer_than_known_is_refused_in_one_line_naming_both_versions() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!dir.exists());
 }
+
+/// Claimers, releasers and readers released at the same moment as an
+/// upgrade: each either ran before it (a change refused with the one line
+/// that says to upgrade, status at layout 1) or after it (on the new
+/// state); none acts on the old state once the new one is in place, and the
+/// state is whole at the end with every carried claim and every claim that
+/// was made.
+#[test]
+fn operations_racing_an_upgrade_act_on_the_old_state_or_the_new_one() {
+    let env = TestEnv::new().unwrap();
+    let (_dir, ids) = layout1::three_claims(&env);
+    let ifc = env.pair.rx_if.clone();
+    let mut gate = support::Gate::new();
+    let claimers: Vec<_> = (0..3)
+        .map(|i| {
+            spawn_slotctl(
+                &env,
+                Some(&gate),
+                &claim_args(&env, "xdp_pass", 20 + i, &format!("c{i}")),
+            )
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| spawn_slotctl(&env, Some(&gate), &args(&["status", &ifc, "--json"])))
+        .collect();
+    let upgrader = spawn_slotctl(&env, Some(&gate), &args(&["upgrade", &ifc]));
+    let all: Vec<&support::Proc> = claimers
+        .iter()
+        .chain(&readers)
+        .chain(std::iter::once(&upgrader))
+        .collect();
+    support::wait_at_gate(&all);
+    gate.open();
+    let o = upgrader.output();
+    assert!(o.status.success(), "upgrade: {}", stderr(&o));
+    let mut made = Vec::new();
+    for (i, c) in claimers.into_iter().enumerate() {
+        let o = c.output();
+        if o.status.success() {
+            made.push(format!("c{i}"));
+        } else {
+            assert_eq!(
+                o.status.code(),
+                Some(Exit::Conflict.code()),
+                "{}",
+                stderr(&o)
+            );
+            assert!(
+                stderr(&o).contains("uses state layout 1, older than"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+    for r in readers {
+        let o = r.output();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let layout = v["interfaces"][0]["layout"].as_u64().unwrap();
+        assert!(layout == 1 || layout == u64::from(LAYOUT_VERSION), "{v}");
+    }
+    let st = check_whole(&env, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st.layout, LAYOUT_VERSION);
+    let mut names: Vec<&str> = st.claims.iter().map(|c| c.name.as_str()).collect();
+    names.sort();
+    let mut want: Vec<&str> = ["first", "middle", "last"]
+        .into_iter()
+        .chain(made.iter().map(String::as_str))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    for (name, id) in ["first", "middle", "last"].iter().zip(ids) {
+        let c = st.claims.iter().find(|c| c.name == *name).unwrap();
+        assert_eq!(c.prog_id, id, "{name} carried with its program");
+    }
+    println!(
+        "figures: racing claims made after the upgrade: {}",
+        made.len()
+    );
+}
