@@ -396,3 +396,39 @@ fn operations_racing_an_upgrade_act_on_the_old_state_or_the_new_one() {
         made.len()
     );
 }
+
+/// An freplace claim cannot be moved to another dispatcher by this
+/// version: the upgrade says so in one line, and nothing changes. (The
+/// record says freplace; the refusal is decided from the records before
+/// anything is loaded, so this runs where extensions cannot load.)
+#[test]
+fn an_freplace_claim_is_refused_by_upgrade_in_one_line_and_nothing_changes() {
+    let env = TestEnv::new().unwrap();
+    let (dir, _ids) = layout1::three_claims(&env);
+    let mut slots: Array<MapData, dispatcher_common::SlotConfig> =
+        Array::try_from(Map::Array(MapData::from_pin(dir.join(pin::SLOTS)).unwrap())).unwrap();
+    let mut rec = slots.get(&2, 0).unwrap();
+    rec.backend = dispatcher_common::BACKEND_FREPLACE;
+    slots.set(2, rec, 0).unwrap();
+    let ifc = env.pair.rx_if.clone();
+    let before = (listing(&env.root), layout1::object_ids(&dir));
+    for extra in [&[][..], &["--interrupt-held"][..]] {
+        let mut a = vec!["upgrade", ifc.as_str()];
+        a.extend_from_slice(extra);
+        let o = env.slotctl(&a);
+        assert_eq!(
+            o.status.code(),
+            Some(Exit::Conflict.code()),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            stderr(&o).trim_end(),
+            format!(
+                "slotctl: cannot upgrade {ifc}: freplace claims cannot be moved to another dispatcher by this version: last (slot 2); nothing was changed; release them (a chain decision: 'slotctl chain {ifc} --remove'), upgrade, then claim them again"
+            )
+        );
+        assert!(stdout(&o).is_empty());
+        assert_eq!((listing(&env.root), layout1::object_ids(&dir)), before);
+    }
+}
