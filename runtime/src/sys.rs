@@ -386,7 +386,7 @@ pub fn link_update(
 }
 
 /// Swaps the names `a` and `b` in one step (`renameat2` with
-/// RENAME_EXCHANGE; bpffs allows it since Linux 5.15): whoever opens
+/// RENAME_EXCHANGE; bpffs allows it since Linux 5.16): whoever opens
 /// either path sees one of the two directories whole, never neither.
 pub fn rename_exchange(a: &std::path::Path, b: &std::path::Path) -> io::Result<()> {
     let cstr = |p: &std::path::Path| {
