@@ -286,7 +286,14 @@ pub(crate) fn settle_dead(root_dir: &Path, iface: &Iface) -> Result<()> {
             continue;
         }
         let side = entry.path();
-        if runs(&side) && dir.exists() {
+        if runs(&side) && !dir.exists() {
+            // Not left by this protocol (it exchanges, never renames
+            // away), but the running dispatcher's state is kept.
+            std::fs::rename(&side, &dir)
+                .map_err(|e| Error::io(format!("renaming {} into place", side.display()), e))?;
+            continue;
+        }
+        if runs(&side) {
             log::info!(
                 "{}: finishing an upgrade that died after switching to the new dispatcher",
                 iface.name
