@@ -177,8 +177,8 @@ pub enum Error {
         held: Vec<String>,
     },
 
-    /// The interface's state has what an upgrade cannot carry (freplace
-    /// claims, a custom chain decision); nothing was changed.
+    /// The interface's state has what an upgrade cannot carry (a custom
+    /// chain decision); nothing was changed.
     #[error("cannot upgrade {iface}: {why}; nothing was changed")]
     UpgradeUnsupported {
         /// The interface.

@@ -233,8 +233,8 @@ impl Runtime {
     /// (`from == to`). Held claims cannot be carried (their programs live
     /// with their holders' fds): they are listed in
     /// [`Error::UpgradeInterrupts`] and nothing changes, unless
-    /// `interrupt_held`, which lets them stop. freplace claims and a custom
-    /// chain decision are refused ([`Error::UpgradeUnsupported`]).
+    /// `interrupt_held`, which lets them stop. A custom chain decision is
+    /// refused ([`Error::UpgradeUnsupported`]).
     pub fn upgrade(&self, iface: &str, interrupt_held: bool) -> Result<Upgraded> {
         upgrade::upgrade(&self.root, &Iface::resolve(iface)?, interrupt_held)
     }

@@ -327,7 +327,7 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: u32, value_size: usize) -> io::Resul
     }
 }
 
-/// `union bpf_attr` for BPF_OBJ_GET.
+/// `union bpf_attr` for BPF_OBJ_GET and BPF_OBJ_PIN.
 #[repr(C)]
 struct ObjGetAttr {
     pathname: u64,
@@ -351,6 +351,22 @@ pub fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
     // SAFETY: BPF_OBJ_GET returned a fresh descriptor that nothing else
     // owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Pins the BPF object `fd` at `path` (BPF_OBJ_PIN).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<()> {
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    bpf(
+        BPF_OBJ_PIN,
+        &ObjGetAttr {
+            pathname: c.as_ptr() as u64,
+            bpf_fd: fd.as_raw_fd() as u32,
+            file_flags: 0,
+        },
+    )
+    .map(drop)
 }
 
 /// `union bpf_attr` for BPF_LINK_UPDATE.

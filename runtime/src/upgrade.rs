@@ -3,8 +3,9 @@
 //!
 //! Under the root lock and the interface lock: a new dispatcher is loaded
 //! and filled beside the old one in `<name>_up<pid>` (the persistent
-//! tail-call claims' programs put into its slot arrays, their records,
-//! masks and origins copied, the old run order published), the XDP link is
+//! claims' programs put into its slot arrays, or their extensions linked
+//! over its slot functions too; their records, masks and origins copied,
+//! the old run order published), the XDP link is
 //! pinned there too, then one `BPF_LINK_UPDATE` swaps the new dispatcher
 //! in (every packet meets one of the two), the two directories exchange
 //! names in one step, and the old state is removed.
@@ -20,9 +21,9 @@ use std::path::Path;
 
 use aya::{
     maps::{Map, MapData, ProgramArray},
-    programs::{ProgramInfo, links::FdLink, links::PinnedLink},
+    programs::{Extension, ProgramFd, ProgramInfo, links::FdLink, links::PinnedLink},
 };
-use dispatcher_common::{FLAG_CUSTOM_CHAIN, FLAG_STATS, LAYOUT_VERSION};
+use dispatcher_common::{FLAG_CUSTOM_CHAIN, FLAG_STATS, LAYOUT_VERSION, names};
 use serde::Serialize;
 use std::os::fd::AsFd as _;
 
@@ -105,7 +106,7 @@ pub(crate) fn upgrade(root_dir: &Path, iface: &Iface, interrupt_held: bool) -> R
     if c.flags & FLAG_CUSTOM_CHAIN != 0 || dir.join(pin::CHAIN).exists() {
         return Err(Error::UpgradeUnsupported {
             iface: iface.name.clone(),
-            why: "a custom chain decision (an extension) is installed, and an extension cannot be moved to another dispatcher by this version".into(),
+            why: "a custom chain decision (an extension) is installed, and this version does not move it to another dispatcher".into(),
         });
     }
     // What each claim becomes, decided before anything changes.
@@ -113,32 +114,21 @@ pub(crate) fn upgrade(root_dir: &Path, iface: &Iface, interrupt_held: bool) -> R
     let progs = live_programs()?;
     let mut carry = Vec::new();
     let mut interrupted = Vec::new();
-    let mut freplace = Vec::new();
     for &n in c.run_table().slots() {
         let n = n as usize;
         let rec = &records[n];
         if rec.is_free() || !progs.contains(&rec.prog_id) {
             continue;
         }
-        match (rec.state, rec.backend) {
-            (_, Some(Backend::Freplace)) => freplace.push(format!("{} (slot {n})", rec.name)),
-            (SlotState::Persistent, _) => carry.push(n),
-            (SlotState::Held, _) if owner::alive(rec.owner) => interrupted.push(format!(
+        match rec.state {
+            SlotState::Persistent => carry.push(n),
+            SlotState::Held if owner::alive(rec.owner) => interrupted.push(format!(
                 "{} (slot {n}, held by pid {})",
                 rec.name, rec.owner.pid
             )),
             // Draining, or a dead holder's: nothing runs it.
             _ => {}
         }
-    }
-    if !freplace.is_empty() {
-        return Err(Error::UpgradeUnsupported {
-            iface: iface.name.clone(),
-            why: format!(
-                "freplace claims cannot be moved to another dispatcher by this version: {}",
-                freplace.join(", ")
-            ),
-        });
     }
     if !interrupted.is_empty() && !interrupt_held {
         return Err(Error::UpgradeInterrupts {
@@ -209,8 +199,24 @@ fn build(
     origins::create(side)?;
     let mut new = State::open(side, &iface.name)?;
     let mut carried = Vec::new();
+    let new_dispatcher = dispatcher::program_fd(side)?;
     for (position, &n) in carry.iter().enumerate() {
-        let rec = old.record(n)?;
+        let mut rec = old.record(n)?;
+        if rec.backend == Some(Backend::Freplace) {
+            rec.link_id = relink(side, &new_dispatcher, n, rec.prog_id)?;
+            new.write_record(n, &rec)?;
+            if let Some(o) = origins::read(dir, n, rec.prog_id) {
+                origins::write(side, n, rec.prog_id, &o.object, &o.program)?;
+            }
+            carried.push(Carried {
+                position,
+                slot: n,
+                name: rec.name.clone(),
+                prio: rec.prio,
+                prog_id: rec.prog_id,
+            });
+            continue;
+        }
         // The program the old slot array really runs.
         let old_array = MapData::from_pin(dir.join(pin::prog(n)))
             .map_err(|e| Error::kernel(format!("opening slot {n}'s old program array"), e))?;
@@ -268,6 +274,52 @@ fn build(
         .map_err(|e| Error::kernel("pinning the XDP link beside the new dispatcher", e))?;
     crash::point("upgrade::linked")?;
     Ok((dispatcher::pinned_program(side)?, carried))
+}
+
+/// Links the extension `prog_id` (a persistent freplace claim of slot `n`)
+/// over the new dispatcher's `slot_N` too (an extension may have links to
+/// several targets with the same signature) and pins that link as `ext_N`
+/// in `side`. Returns the new link's id.
+fn relink(side: &Path, target: &ProgramFd, n: usize, prog_id: u32) -> Result<u32> {
+    let prog = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .find(|p| p.id() == prog_id)
+        .ok_or_else(|| {
+            Error::io(
+                format!("finding slot {n}'s program {prog_id}"),
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            )
+        })?
+        .fd()
+        .map_err(|e| Error::kernel(format!("opening program {prog_id}"), e))?;
+    // aya takes an existing extension from a pin only.
+    let tmp = side.join(format!("extprog_{n}"));
+    sys::obj_pin(prog.as_fd(), &tmp)
+        .map_err(|e| Error::io(format!("pinning {}", tmp.display()), e))?;
+    let linked = (|| {
+        let mut ext = Extension::from_pin(&tmp)
+            .map_err(|e| Error::kernel(format!("opening slot {n}'s extension"), e))?;
+        let func = format!("{}{n}", names::SLOT_FN_PREFIX);
+        let id = ext.attach_to_program(target, &func).map_err(|e| {
+            Error::kernel(
+                format!("linking slot {n}'s extension to the new dispatcher"),
+                e,
+            )
+        })?;
+        let link = FdLink::from(
+            ext.take_link(id)
+                .map_err(|e| Error::kernel("taking the extension link", e))?,
+        );
+        let link_id = link
+            .info()
+            .map_err(|e| Error::kernel("reading the extension link", e))?
+            .id();
+        link.pin(side.join(pin::ext(n)))
+            .map_err(|e| Error::kernel(format!("pinning {}", pin::ext(n)), e))?;
+        Ok(link_id)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    linked
 }
 
 /// Settles the `_up<pid>` directories an upgrade of `iface` left when it

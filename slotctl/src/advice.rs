@@ -171,7 +171,7 @@ pub fn advice(e: &Error) -> Option<String> {
             "their holders cannot hand them over: stop them first, or run 'slotctl upgrade {iface} --interrupt-held' (they stop running; their holders can claim again)"
         ),
         Error::UpgradeUnsupported { iface, .. } => format!(
-            "release them (a chain decision: 'slotctl chain {iface} --remove'), upgrade, then claim them again"
+            "remove it first ('slotctl chain {iface} --remove'), upgrade, then install it again"
         ),
         Error::NoXdpLink { .. } => "upgrade the kernel".into(),
         _ => return None,

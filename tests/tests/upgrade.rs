@@ -397,19 +397,13 @@ fn operations_racing_an_upgrade_act_on_the_old_state_or_the_new_one() {
     );
 }
 
-/// An freplace claim cannot be moved to another dispatcher by this
-/// version: the upgrade says so in one line, and nothing changes. (The
-/// record says freplace; the refusal is decided from the records before
-/// anything is loaded, so this runs where extensions cannot load.)
+/// A custom chain decision is not carried by this version: the upgrade
+/// says so in one line, and nothing changes.
 #[test]
-fn an_freplace_claim_is_refused_by_upgrade_in_one_line_and_nothing_changes() {
+fn a_custom_chain_decision_is_refused_by_upgrade_in_one_line_and_nothing_changes() {
     let env = TestEnv::new().unwrap();
     let (dir, _ids) = layout1::three_claims(&env);
-    let mut slots: Array<MapData, dispatcher_common::SlotConfig> =
-        Array::try_from(Map::Array(MapData::from_pin(dir.join(pin::SLOTS)).unwrap())).unwrap();
-    let mut rec = slots.get(&2, 0).unwrap();
-    rec.backend = dispatcher_common::BACKEND_FREPLACE;
-    slots.set(2, rec, 0).unwrap();
+    layout1::set_flags(&dir, dispatcher_common::FLAG_CUSTOM_CHAIN);
     let ifc = env.pair.rx_if.clone();
     let before = (listing(&env.root), layout1::object_ids(&dir));
     for extra in [&[][..], &["--interrupt-held"][..]] {
@@ -425,10 +419,66 @@ fn an_freplace_claim_is_refused_by_upgrade_in_one_line_and_nothing_changes() {
         assert_eq!(
             stderr(&o).trim_end(),
             format!(
-                "slotctl: cannot upgrade {ifc}: freplace claims cannot be moved to another dispatcher by this version: last (slot 2); nothing was changed; release them (a chain decision: 'slotctl chain {ifc} --remove'), upgrade, then claim them again"
+                "slotctl: cannot upgrade {ifc}: a custom chain decision (an extension) is installed, and this version does not move it to another dispatcher; nothing was changed; remove it first ('slotctl chain {ifc} --remove'), upgrade, then install it again"
             )
         );
         assert!(stdout(&o).is_empty());
         assert_eq!((listing(&env.root), layout1::object_ids(&dir)), before);
     }
+}
+
+/// A persistent freplace claim is carried: its extension gets a second
+/// link, to the new dispatcher's slot function, before the switch, so it
+/// runs on every packet across the upgrade. Extensions load only where the
+/// kernel allows them (the VM suite); elsewhere the layout-1 state cannot
+/// hold one, and the probe says so.
+#[test]
+fn a_persistent_freplace_claim_is_carried_under_traffic() {
+    if slots_runtime::Backend::Freplace.probe().is_err() {
+        println!("figures: freplace upgrade skipped: this kernel refuses extensions");
+        return;
+    }
+    let env = TestEnv::new().unwrap();
+    assert_eq!(env.send(3), 3);
+    let dir = layout1::attach(&env);
+    let first = layout1::claim(&dir, 0, 10, "first", "xdp_count_c.o");
+    // Layout 1 ran slots in slot order: priorities follow the slots.
+    let (ext, old_link) = layout1::claim_freplace(&dir, 1, 50, "ext", "xdp_count");
+    let last = layout1::claim(&dir, 2, 90, "last", "xdp_pass");
+    let ifc = env.pair.rx_if.clone();
+    let (fm, em) = (counter_map(first), counter_map(ext));
+    let base = env.pair.counters().unwrap();
+    let sender = traffic(&env);
+    counted_more(&fm, 0, BETWEEN);
+    let o = env.slotctl(&["upgrade", &ifc]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = count(&fm);
+    counted_more(&fm, after, BETWEEN);
+    let sent = sender.stop();
+    let reached = env.pair.accounted(base, sent).unwrap();
+    let (f, e) = (count(&fm), count(&em));
+    println!("figures: freplace sent={sent} reached={reached} first={f} ext={e}");
+    assert_eq!(
+        f, reached,
+        "every packet that reached XDP met the chain, once"
+    );
+    assert_eq!(e, f, "every packet met the extension, once");
+    let st = check_whole(&env, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st.layout, LAYOUT_VERSION);
+    let got: Vec<(&str, u32, slots_runtime::Backend)> = st
+        .claims
+        .iter()
+        .map(|c| (c.name.as_str(), c.prog_id, c.backend))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("first", first, slots_runtime::Backend::TailCall),
+            ("ext", ext, slots_runtime::Backend::Freplace),
+            ("last", last, slots_runtime::Backend::TailCall)
+        ]
+    );
+    let c = &st.claims[1];
+    assert_ne!(c.link_id, old_link, "a new link, to the new dispatcher");
+    assert!(c.link_id != 0);
 }

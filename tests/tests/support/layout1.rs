@@ -214,34 +214,7 @@ pub fn claim(dir: &Path, n: usize, prio: u32, name: &str, object: &str) -> u32 {
     ))
     .unwrap();
     array.set(0, xdp.fd().unwrap(), 0).unwrap();
-    let mut slots: Array<MapData, SlotConfig> = Array::try_from(aya::maps::Map::Array(
-        MapData::from_pin(dir.join(pin::SLOTS)).unwrap(),
-    ))
-    .unwrap();
-    let mut rec_name = [0u8; NAME_LEN];
-    rec_name[..name.len()].copy_from_slice(name.as_bytes());
-    slots
-        .set(
-            n as u32,
-            SlotConfig {
-                state: STATE_PERSISTENT,
-                prio,
-                backend: BACKEND_TAILCALL,
-                prog_id: id,
-                link_id: 0,
-                owner_pid: std::process::id(),
-                owner_start: 0,
-                claimed_at: 0,
-                name: rec_name,
-            },
-            0,
-        )
-        .unwrap();
-    let mut c = control_map(dir);
-    let mut v = ControlV1::from_bytes(&c.get(&0, 0).unwrap());
-    v.proceed_on[n] = DEFAULT_PROCEED_ON as u8;
-    v.activate(n);
-    c.set(0, v.to_bytes(), 0).unwrap();
+    write_record(dir, n, prio, name, BACKEND_TAILCALL, id, 0);
     id
 }
 
@@ -270,4 +243,81 @@ pub fn three_claims(env: &TestEnv) -> (PathBuf, [u32; 3]) {
         claim(&dir, 2, 90, "last", "xdp_pass"),
     ];
     (dir, ids)
+}
+
+/// Sets `flags` in layout 1's `CONTROL`.
+pub fn set_flags(dir: &Path, flags: u32) {
+    let mut c = control_map(dir);
+    let mut v = ControlV1::from_bytes(&c.get(&0, 0).unwrap());
+    v.flags |= flags;
+    c.set(0, v.to_bytes(), 0).unwrap();
+}
+
+/// A persistent freplace claim as layout 1 made it, in slot `n`: the test
+/// object's XDP program loaded as an extension of the dispatcher's
+/// `slot_n`, linked, the link pinned as `ext_n`, its record (with the
+/// link's id), its mask, its active bit. Returns the program's and the
+/// link's ids.
+pub fn claim_freplace(dir: &Path, n: usize, prio: u32, name: &str, object: &str) -> (u32, u32) {
+    let prog_name = {
+        let probe = aya_obj::Object::parse(progs::bytes(object)).unwrap();
+        probe.programs.keys().next().unwrap().clone()
+    };
+    let mut ebpf = EbpfLoader::new()
+        .extension(&prog_name)
+        .load(progs::bytes(object))
+        .unwrap();
+    let ext: &mut aya::programs::Extension =
+        ebpf.program_mut(&prog_name).unwrap().try_into().unwrap();
+    let target = aya::programs::ProgramInfo::from_pin(dir.join(pin::DISPATCHER))
+        .unwrap()
+        .fd()
+        .unwrap();
+    ext.load(target, &format!("slot_{n}")).unwrap();
+    let id = ext.info().unwrap().id();
+    let link_id = ext.attach().unwrap();
+    let link = FdLink::from(ext.take_link(link_id).unwrap());
+    let link_id = link.info().unwrap().id();
+    link.pin(dir.join(pin::ext(n))).unwrap();
+    write_record(
+        dir,
+        n,
+        prio,
+        name,
+        dispatcher_common::BACKEND_FREPLACE,
+        id,
+        link_id,
+    );
+    (id, link_id)
+}
+
+fn write_record(dir: &Path, n: usize, prio: u32, name: &str, backend: u32, id: u32, link_id: u32) {
+    let mut slots: Array<MapData, SlotConfig> = Array::try_from(aya::maps::Map::Array(
+        MapData::from_pin(dir.join(pin::SLOTS)).unwrap(),
+    ))
+    .unwrap();
+    let mut rec_name = [0u8; NAME_LEN];
+    rec_name[..name.len()].copy_from_slice(name.as_bytes());
+    slots
+        .set(
+            n as u32,
+            SlotConfig {
+                state: STATE_PERSISTENT,
+                prio,
+                backend,
+                prog_id: id,
+                link_id,
+                owner_pid: std::process::id(),
+                owner_start: 0,
+                claimed_at: 0,
+                name: rec_name,
+            },
+            0,
+        )
+        .unwrap();
+    let mut c = control_map(dir);
+    let mut v = ControlV1::from_bytes(&c.get(&0, 0).unwrap());
+    v.proceed_on[n] = DEFAULT_PROCEED_ON as u8;
+    v.activate(n);
+    c.set(0, v.to_bytes(), 0).unwrap();
 }
