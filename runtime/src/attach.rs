@@ -206,6 +206,7 @@ pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attache
     root::ensure(root)?;
     let _root_lock = DirLock::exclusive(root)?;
     remove_dead_builds(root, iface)?;
+    crate::upgrade::settle_dead(root, iface)?;
     let dir = root.join(iface.dir_name());
     // Other interfaces' dead state, freed in passing; this interface's own
     // directory is judged below, which says what went with it. A dead
@@ -448,6 +449,7 @@ const LIBXDP_DISPATCHER: &str = "xdp_dispatcher";
 pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<Detached> {
     root::ensure(root)?;
     let _root_lock = DirLock::exclusive(root)?;
+    crate::upgrade::settle_dead(root, iface)?;
     let dir = root.join(iface.dir_name());
     if !dir.exists() {
         return Err(Error::NotAttached {

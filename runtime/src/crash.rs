@@ -55,6 +55,14 @@ pub const POINTS: &[&str] = &[
     // apply: after each step it takes (a claim, replace, re-claim or
     // release, each with its own points above)
     "apply::stepped",
+    // upgrade: a new dispatcher built and filled beside the old one, the
+    // link pinned beside it, the link switched to it, the directories
+    // exchanged
+    "upgrade::building",
+    "upgrade::filled",
+    "upgrade::linked",
+    "upgrade::switched",
+    "upgrade::exchanged",
     // chain decision, detach
     "chain::linked",
     "detach::unlinked",
@@ -152,6 +160,7 @@ mod tests {
             include_str!("collect.rs"),
             include_str!("objects.rs"),
             include_str!("chain.rs"),
+            include_str!("upgrade.rs"),
             include_str!("backend/tailcall.rs"),
             include_str!("backend/freplace.rs"),
         ];

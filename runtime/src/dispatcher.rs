@@ -80,6 +80,18 @@ impl std::fmt::Display for Mode {
 /// `dir` (which must exist and be empty) and attaches it to `iface`.
 /// Returns the mode it got. On error, the caller removes `dir`.
 pub(crate) fn install(dir: &Path, iface: &Iface, mode: Mode, backend: Backend) -> Result<Mode> {
+    let mut ebpf = load(dir, iface, backend)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(names::DISPATCHER)
+        .expect("the embedded dispatcher object has its program")
+        .try_into()
+        .map_err(|e| Error::kernel("loading the dispatcher", e))?;
+    attach(dir, iface, mode, prog)
+}
+
+/// Loads the dispatcher, writes its initial maps and pins it and them in
+/// `dir`, without attaching it.
+pub(crate) fn load(dir: &Path, iface: &Iface, backend: Backend) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .load(OBJECT)
         .map_err(|e| Error::kernel("loading the dispatcher", e))?;
@@ -106,6 +118,10 @@ pub(crate) fn install(dir: &Path, iface: &Iface, mode: Mode, backend: Backend) -
         .map_err(|e| Error::kernel("verifying the dispatcher", e))?;
     prog.pin(dir.join(pin::DISPATCHER))
         .map_err(|e| Error::kernel("pinning the dispatcher", e))?;
+    Ok(ebpf)
+}
+
+fn attach(dir: &Path, iface: &Iface, mode: Mode, prog: &mut Xdp) -> Result<Mode> {
     let attempts: &[(XdpMode, Mode)] = match mode {
         Mode::Auto => &[(XdpMode::Driver, Mode::Native), (XdpMode::Skb, Mode::Skb)],
         Mode::Native => &[(XdpMode::Driver, Mode::Native)],

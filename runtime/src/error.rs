@@ -139,6 +139,54 @@ pub enum Error {
         why: String,
     },
 
+    /// The interface's state has an older layout than this runtime writes:
+    /// status reads it, changes need `upgrade` first.
+    #[error(
+        "{iface}'s dispatcher uses state layout {found}, older than this runtime's layout {current}; nothing was changed"
+    )]
+    OldLayout {
+        /// The interface.
+        iface: String,
+        /// Its state's layout.
+        found: u32,
+        /// This runtime's ([`crate::LAYOUT_VERSION`]).
+        current: u32,
+    },
+
+    /// The interface's state has a layout newer than this runtime knows.
+    #[error(
+        "{iface}'s dispatcher uses state layout {found}; this runtime knows layouts up to {known}; nothing was changed"
+    )]
+    NewerLayout {
+        /// The interface.
+        iface: String,
+        /// Its state's layout.
+        found: u32,
+        /// The newest this runtime knows ([`crate::LAYOUT_VERSION`]).
+        known: u32,
+    },
+
+    /// An upgrade would stop held claims (their programs live with their
+    /// holders' fds, which no other process can carry to the new
+    /// dispatcher); nothing was changed.
+    #[error("upgrading {iface} would interrupt {} held claim(s): {}; nothing was changed", held.len(), held.join(", "))]
+    UpgradeInterrupts {
+        /// The interface.
+        iface: String,
+        /// The held claims, `name (slot N, held by pid P)`.
+        held: Vec<String>,
+    },
+
+    /// The interface's state has what an upgrade cannot carry (a custom
+    /// chain decision); nothing was changed.
+    #[error("cannot upgrade {iface}: {why}; nothing was changed")]
+    UpgradeUnsupported {
+        /// The interface.
+        iface: String,
+        /// What it cannot carry.
+        why: String,
+    },
+
     /// The object file cannot be read or parsed as a BPF object.
     #[error("cannot read {path} as a BPF object")]
     BadObject {
@@ -550,7 +598,11 @@ impl Error {
             | Self::ReplaceHeldByOther { .. }
             | Self::NoSpareSlot { .. }
             | Self::SlotsInUse { .. }
-            | Self::ChainInstalled { .. } => ErrorKind::Conflict,
+            | Self::ChainInstalled { .. }
+            | Self::OldLayout { .. }
+            | Self::NewerLayout { .. }
+            | Self::UpgradeInterrupts { .. }
+            | Self::UpgradeUnsupported { .. } => ErrorKind::Conflict,
             Self::VerifierRejected { .. }
             | Self::ExtensionRefused { .. }
             | Self::TailCallRefused { .. }

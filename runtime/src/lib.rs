@@ -32,6 +32,7 @@ mod fake;
 mod gc;
 mod handle;
 mod iface;
+mod layout;
 mod lock;
 mod narrow;
 mod node;
@@ -53,6 +54,7 @@ mod run_config;
 mod state;
 mod status;
 mod sys;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 
@@ -75,6 +77,7 @@ pub use release::{OwnRelease, Released, SlotRef};
 pub use replace::ProgramReplaced;
 pub use run_config::RunConfig;
 pub use status::{ClaimState, ClaimStatus, Counters, Status, mask_names, parse_mask};
+pub use upgrade::{Carried, Upgraded};
 
 use crate::{lock::DirLock, objects::Objects, state::State};
 
@@ -273,10 +276,31 @@ impl Runtime {
         collect::collect(&mut state)
     }
 
-    /// The state of `iface`.
+    /// Moves `iface`'s state to this runtime's layout ([`LAYOUT_VERSION`])
+    /// with its persistent claims, in their run order: a new dispatcher,
+    /// filled first, swapped in with one update of the XDP link, so every
+    /// packet meets the old dispatcher or the new one (docs/design.md,
+    /// "Upgrade"). A state already at this layout is left as it is
+    /// (`from == to`). Held claims cannot be carried (their programs live
+    /// with their holders' fds): they are listed in
+    /// [`Error::UpgradeInterrupts`] and nothing changes, unless
+    /// `interrupt_held`, which lets them stop. A custom chain decision is
+    /// refused ([`Error::UpgradeUnsupported`]).
+    pub fn upgrade(&self, iface: &str, interrupt_held: bool) -> Result<Upgraded> {
+        upgrade::upgrade(&self.root, &Iface::resolve(iface)?, interrupt_held)
+    }
+
+    /// The state of `iface` (also of an older layout this runtime reads:
+    /// [`Status::layout`]).
     pub fn status(&self, iface: &str) -> Result<Status> {
-        let (_lock, state) = self.open(&Iface::resolve(iface)?, false)?;
-        status::read(&state)
+        let iface = Iface::resolve(iface)?;
+        root::ensure(&self.root)?;
+        let dir = self.root.join(iface.dir_name());
+        if !dir.exists() {
+            return Err(Error::NotAttached { iface: iface.name });
+        }
+        let _lock = DirLock::shared(&dir)?;
+        status::read(&State::open_readable(&dir, &iface.name)?)
     }
 
     /// The state of every interface of this network namespace that has
@@ -290,8 +314,8 @@ impl Runtime {
         let mut out = Vec::new();
         for (dir, ifindex) in status::dirs_in_netns(&self.root, cookie)? {
             let name = sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}"));
-            let status =
-                DirLock::shared(&dir).and_then(|_lock| status::read(&State::open(&dir, &name)?));
+            let status = DirLock::shared(&dir)
+                .and_then(|_lock| status::read(&State::open_readable(&dir, &name)?));
             out.push((name, status));
         }
         Ok(out)

@@ -18,18 +18,18 @@
 //! ```
 use std::{
     collections::HashSet,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
 use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuValues};
-use dispatcher_common::{
-    CONTROL_MAGIC, Control, LAYOUT_VERSION, SLOT_COUNT, SlotConfig, SlotStats,
-};
+use dispatcher_common::{Control, LAYOUT_VERSION, SLOT_COUNT, SlotConfig, SlotStats};
 
 use crate::{
     backend::{Backend, Hold},
     dispatcher::Mode,
     error::{Error, Result},
+    layout::{self, Found},
     objects::Objects,
     owner, pin,
     program::{Inspected, Loaded, ProgramSource},
@@ -41,13 +41,35 @@ use crate::{
 pub(crate) struct State {
     pub dir: PathBuf,
     pub iface: String,
-    control: Array<MapData, Control>,
+    control: ControlPin,
     slots: Array<MapData, SlotConfig>,
 }
 
+/// The `CONTROL` map: this runtime's layout, or an older one read once.
+enum ControlPin {
+    Current(Array<MapData, Control>),
+    /// An older layout this runtime reads (1 on), converted when
+    /// opened under the lock; never written.
+    Old {
+        version: u32,
+        snapshot: Box<Control>,
+    },
+}
+
 impl State {
-    /// Opens the pinned state in `dir` and checks that it is ours.
+    /// Opens the pinned state in `dir` and checks that it is ours and of
+    /// this runtime's layout.
     pub fn open(dir: &Path, iface: &str) -> Result<Self> {
+        Self::open_as(dir, iface, false)
+    }
+
+    /// [`State::open`], but an older layout this runtime reads is opened
+    /// too (for status and upgrade), read-only.
+    pub fn open_readable(dir: &Path, iface: &str) -> Result<Self> {
+        Self::open_as(dir, iface, true)
+    }
+
+    fn open_as(dir: &Path, iface: &str, older_ok: bool) -> Result<Self> {
         // The damaged pin, for inspection: only one that exists.
         let corrupt = |name: &'static str| {
             move |why: String| Error::CorruptState {
@@ -57,24 +79,50 @@ impl State {
                 why,
             }
         };
-        let control =
-            open_array::<Control>(&dir.join(pin::CONTROL), 1).map_err(corrupt(pin::CONTROL))?;
+        let control = open_control(&dir.join(pin::CONTROL)).map_err(corrupt(pin::CONTROL))?;
+        let control = match control {
+            (_, Found::Newer(found)) => {
+                return Err(Error::NewerLayout {
+                    iface: iface.into(),
+                    found,
+                    known: LAYOUT_VERSION,
+                });
+            }
+            (_, Found::Unrecognised(why)) => return Err(corrupt(pin::CONTROL)(why)),
+            (data, Found::Readable { version, .. }) if version == LAYOUT_VERSION => {
+                let array = Array::<MapData, Control>::try_from(Map::Array(data)).map_err(|e| {
+                    corrupt(pin::CONTROL)(format!("{}: {}", pin::CONTROL, crate::error::chain(&e)))
+                })?;
+                ControlPin::Current(array)
+            }
+            (_, Found::Readable { version, control }) if older_ok => ControlPin::Old {
+                version,
+                snapshot: control,
+            },
+            (_, Found::Readable { version, .. }) => {
+                return Err(Error::OldLayout {
+                    iface: iface.into(),
+                    found: version,
+                    current: LAYOUT_VERSION,
+                });
+            }
+        };
         let slots = open_array::<SlotConfig>(&dir.join(pin::SLOTS), SLOT_COUNT as u32)
             .map_err(corrupt(pin::SLOTS))?;
-        let state = Self {
+        Ok(Self {
             dir: dir.to_path_buf(),
             iface: iface.into(),
             control,
             slots,
-        };
-        let c = state.control()?;
-        if c.magic != CONTROL_MAGIC || c.version != LAYOUT_VERSION {
-            return Err(corrupt(pin::CONTROL)(format!(
-                "control record has magic {:#x} version {}, expected {CONTROL_MAGIC:#x} version {LAYOUT_VERSION}",
-                c.magic, c.version
-            )));
+        })
+    }
+
+    /// The state's layout version.
+    pub fn layout(&self) -> u32 {
+        match &self.control {
+            ControlPin::Current(_) => LAYOUT_VERSION,
+            ControlPin::Old { version, .. } => *version,
         }
-        Ok(state)
     }
 
     /// The mode the dispatcher was attached in.
@@ -115,15 +163,25 @@ impl Objects for State {
     }
 
     fn control(&self) -> Result<Control> {
-        self.control
-            .get(&0, 0)
-            .map_err(|e| Error::kernel("reading the control map", e))
+        match &self.control {
+            ControlPin::Current(a) => a
+                .get(&0, 0)
+                .map_err(|e| Error::kernel("reading the control map", e)),
+            ControlPin::Old { snapshot, .. } => Ok(**snapshot),
+        }
     }
 
     fn write_control(&mut self, c: &Control) -> Result<()> {
-        self.control
-            .set(0, c, 0)
-            .map_err(|e| Error::kernel("writing the control map", e))
+        match &mut self.control {
+            ControlPin::Current(a) => a
+                .set(0, c, 0)
+                .map_err(|e| Error::kernel("writing the control map", e)),
+            ControlPin::Old { version, .. } => Err(Error::OldLayout {
+                iface: self.iface.clone(),
+                found: *version,
+                current: LAYOUT_VERSION,
+            }),
+        }
     }
 
     fn raw_record(&self, n: usize) -> Result<SlotConfig> {
@@ -237,6 +295,29 @@ pub(crate) fn live_programs() -> Result<HashSet<u32>> {
         }
     }
     Ok(ids)
+}
+
+/// Opens the `CONTROL` pin and says which layout its value has.
+fn open_control(path: &Path) -> std::result::Result<(MapData, Found), String> {
+    if !path.exists() {
+        return Err(format!("its pin {} is missing", path.display()));
+    }
+    let data = MapData::from_pin(path)
+        .map_err(|e| format!("{}: {}", path.display(), crate::error::chain(&e)))?;
+    let info = data
+        .info()
+        .map_err(|e| format!("{}: {}", path.display(), crate::error::chain(&e)))?;
+    if info.max_entries() != 1 {
+        return Err(format!(
+            "{} has {} entries, expected 1",
+            path.display(),
+            info.max_entries()
+        ));
+    }
+    let raw = sys::map_lookup(data.fd().as_fd(), 0, info.value_size() as usize)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?
+        .ok_or_else(|| format!("{} has no entry 0", path.display()))?;
+    Ok((data, layout::decode(&raw)))
 }
 
 fn open_array<T: aya::Pod>(

@@ -137,6 +137,9 @@ pub struct ClaimStatus {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Status {
+    /// The state's layout version: [`crate::LAYOUT_VERSION`], or an older
+    /// one this runtime reads (changes need `upgrade` first).
+    pub layout: u32,
     /// The interface's name when the dispatcher was attached.
     pub iface: String,
     /// Its index.
@@ -220,6 +223,7 @@ pub(crate) fn read(state: &State) -> Result<Status> {
         .find(|l| l.program_id() == prog_id)
         .map_or(0, |l| l.id());
     Ok(Status {
+        layout: state.layout(),
         iface: String::from_utf8_lossy(&control.ifname[..ifname_end]).into_owned(),
         ifindex: control.ifindex,
         netns_cookie: control.netns_cookie,

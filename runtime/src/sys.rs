@@ -4,7 +4,7 @@ use std::{
     ffi::CString,
     io,
     mem::size_of,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
 /// Does this process have what BPF and XDP management need: CAP_BPF (or
@@ -302,6 +302,128 @@ pub fn wait_for_bpf_programs() -> io::Result<()> {
         },
     )
     .map(drop)
+}
+
+/// The value at `key` of the map `map`, as the kernel gives it to
+/// userspace (`value_size` bytes; a program array gives a program id).
+/// `None`: no such entry (ENOENT).
+pub fn map_lookup(map: BorrowedFd<'_>, key: u32, value_size: usize) -> io::Result<Option<Vec<u8>>> {
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    let mut value = vec![0u8; value_size];
+    let r = bpf(
+        BPF_MAP_LOOKUP_ELEM,
+        &MapElemAttr {
+            map_fd: map.as_raw_fd() as u32,
+            _pad: 0,
+            key: (&raw const key) as u64,
+            value: value.as_mut_ptr() as u64,
+            flags: 0,
+        },
+    );
+    match r {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `union bpf_attr` for BPF_OBJ_GET and BPF_OBJ_PIN.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// A descriptor of the BPF object pinned at `path` (a link, for one).
+pub fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fd = bpf(
+        BPF_OBJ_GET,
+        &ObjGetAttr {
+            pathname: c.as_ptr() as u64,
+            bpf_fd: 0,
+            file_flags: 0,
+        },
+    )?;
+    // SAFETY: BPF_OBJ_GET returned a fresh descriptor that nothing else
+    // owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Pins the BPF object `fd` at `path` (BPF_OBJ_PIN).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<()> {
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    bpf(
+        BPF_OBJ_PIN,
+        &ObjGetAttr {
+            pathname: c.as_ptr() as u64,
+            bpf_fd: fd.as_raw_fd() as u32,
+            file_flags: 0,
+        },
+    )
+    .map(drop)
+}
+
+/// `union bpf_attr` for BPF_LINK_UPDATE.
+#[repr(C)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Makes the XDP link `link` run `new` instead of `old`, in one step: every
+/// packet runs one of the two (BPF_LINK_UPDATE, Linux 5.7+ for XDP links).
+/// With BPF_F_REPLACE the kernel refuses (EPERM) if the link no longer
+/// runs `old`.
+pub fn link_update(
+    link: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+) -> io::Result<()> {
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+    const BPF_F_REPLACE: u32 = 1 << 2;
+    bpf(
+        BPF_LINK_UPDATE,
+        &LinkUpdateAttr {
+            link_fd: link.as_raw_fd() as u32,
+            new_prog_fd: new.as_raw_fd() as u32,
+            flags: BPF_F_REPLACE,
+            old_prog_fd: old.as_raw_fd() as u32,
+        },
+    )
+    .map(drop)
+}
+
+/// Swaps the names `a` and `b` in one step (`renameat2` with
+/// RENAME_EXCHANGE; bpffs allows it since Linux 5.16): whoever opens
+/// either path sees one of the two directories whole, never neither.
+pub fn rename_exchange(a: &std::path::Path, b: &std::path::Path) -> io::Result<()> {
+    let cstr = |p: &std::path::Path| {
+        CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (cstr(a)?, cstr(b)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Is `path` on a bpffs mount?

@@ -162,6 +162,18 @@ pub fn advice(e: &Error) -> Option<String> {
         Error::ChainNeedsFreplace { .. } => {
             "the default chain rule (--proceed-on per claim) works on every kernel".into()
         }
+        Error::OldLayout { iface, current, .. } => format!(
+            "run 'slotctl upgrade {iface}' to move it and its persistent claims to layout {current}"
+        ),
+        Error::NewerLayout { iface, .. } => format!(
+            "use a newer slotctl (or 'slotctl detach --force {iface}' to drop its claims)"
+        ),
+        Error::UpgradeInterrupts { iface, .. } => format!(
+            "their holders cannot hand them over: stop them first, or run 'slotctl upgrade {iface} --interrupt-held' (they stop running; their holders can claim again)"
+        ),
+        Error::UpgradeUnsupported { iface, .. } => format!(
+            "remove it first ('slotctl chain {iface} --remove'), upgrade, then install it again"
+        ),
         Error::NoXdpLink { .. } => "upgrade the kernel".into(),
         _ => return None,
     })

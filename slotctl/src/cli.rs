@@ -194,6 +194,19 @@ pub enum Cmd {
         #[arg(long = "map-size", value_name = "NAME=N", value_parser = parse_map_size)]
         map_size: Vec<(String, u32)>,
     },
+    /// Move an interface's dispatcher and its persistent claims to the
+    /// state layout this slotctl uses, without a packet missing the chain:
+    /// the new dispatcher is filled first and swapped in with one update of
+    /// the XDP link. Held claims cannot be carried: they are listed and
+    /// nothing changes, unless --interrupt-held.
+    Upgrade {
+        #[arg(help = IFACE_HELP)]
+        iface: String,
+        /// Upgrade even if held claims stop running (their holders can
+        /// claim again).
+        #[arg(long)]
+        interrupt_held: bool,
+    },
     /// Show the claims (in run order) of one interface, or of all of this
     /// network namespace's interfaces that have the dispatcher, or of every
     /// namespace's (--all-namespaces).

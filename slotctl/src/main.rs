@@ -200,6 +200,13 @@ fn run(cli: Cli) -> Result<Exit> {
             let cleaned = rt.clean()?;
             output::cleaned(&cleaned, json)?;
         }
+        Cmd::Upgrade {
+            iface,
+            interrupt_held,
+        } => {
+            let u = rt.upgrade(&iface, interrupt_held)?;
+            out!("{}", output::upgraded(&u));
+        }
         Cmd::Status { iface, json, .. } => {
             let all = match iface {
                 Some(i) => vec![(i.clone(), Ok(rt.status(&i)?))],

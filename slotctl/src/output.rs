@@ -130,6 +130,40 @@ pub fn replaced(iface: &str, r: &ProgramReplaced) -> String {
     )
 }
 
+/// What an upgrade did, on one line.
+pub fn upgraded(u: &slots_runtime::Upgraded) -> String {
+    if u.from == u.to {
+        return format!(
+            "{} is already at layout {}; nothing was changed",
+            u.iface, u.to
+        );
+    }
+    let mut line = format!(
+        "upgraded {} from layout {} to {}: dispatcher prog {}, {} persistent claim(s) carried",
+        u.iface,
+        u.from,
+        u.to,
+        u.prog_id,
+        u.carried.len()
+    );
+    if !u.carried.is_empty() {
+        let names: Vec<String> = u
+            .carried
+            .iter()
+            .map(|c| format!("{} (prio {})", c.name, c.prio))
+            .collect();
+        line.push_str(&format!(" in run order: {}", names.join(", ")));
+    }
+    if !u.interrupted.is_empty() {
+        line.push_str(&format!(
+            "; interrupted {} held claim(s): {}",
+            u.interrupted.len(),
+            u.interrupted.join(", ")
+        ));
+    }
+    line
+}
+
 /// What a holder's own release of its held claim did, on one line.
 pub fn own_release(iface: &str, slot: usize, name: &str, how: OwnRelease) -> String {
     match how {
@@ -331,7 +365,7 @@ pub fn cleaned(c: &Cleaned, json: bool) -> Result<()> {
 fn interface(s: &Status) {
     {
         out!(
-            "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{})",
+            "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{}{})",
             s.iface,
             s.ifindex,
             s.mode,
@@ -342,7 +376,17 @@ fn interface(s: &Status) {
             if s.stats { ", counters on" } else { "" },
             s.custom_chain
                 .map(|id| format!(", chain decision prog {id}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if s.layout == slots_runtime::LAYOUT_VERSION {
+                String::new()
+            } else {
+                format!(
+                    ", state layout {}: 'slotctl upgrade {}' moves it to layout {}",
+                    s.layout,
+                    s.iface,
+                    slots_runtime::LAYOUT_VERSION
+                )
+            }
         );
         if let Some(why) = s.dead {
             out!("  dead: {why}, so nothing runs here; 'slotctl clean' frees it");

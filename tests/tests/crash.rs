@@ -16,9 +16,10 @@ use std::{os::unix::process::ExitStatusExt as _, process::Output};
 use integration_tests::{env::TestEnv, progs};
 use slots_runtime::{Backend, ClaimState, SlotRef, crash::POINTS};
 use support::{
-    Landed, Proc, baseline, claim_args, collect_until_whole, eventually, landed_in, listing,
-    second_interface, size, spawn_slotctl, spawn_slotctl_with, status, stderr, stdout,
-    traffic_reaches_every_claim,
+    Landed, Proc, baseline, claim_args, collect_until_whole,
+    counters::{count, counter_map},
+    eventually, landed_in, listing, second_interface, size, spawn_slotctl, spawn_slotctl_with,
+    status, stderr, stdout, traffic_reaches_every_claim,
 };
 
 /// The operation a crash point is hit in.
@@ -44,6 +45,9 @@ enum Op {
     Chain,
     /// `replace` of a persistent claim's program.
     Replace,
+    /// `upgrade` of a layout-1 state (`support::layout1`), on an interface
+    /// of its own: [`sigkill_at_every_step_of_an_upgrade_keeps_every_claim_running`].
+    Upgrade,
 }
 
 /// (point, operation, only with this backend). The first case of each
@@ -116,6 +120,11 @@ const CASES: &[(&str, Op, Option<Backend>)] = &[
     ("retire::emptied", Op::Replace, None),
     ("chain::linked", Op::Chain, Some(Backend::Freplace)),
     ("detach::unlinked", Op::Detach, None),
+    ("upgrade::building", Op::Upgrade, None),
+    ("upgrade::filled", Op::Upgrade, None),
+    ("upgrade::linked", Op::Upgrade, None),
+    ("upgrade::switched", Op::Upgrade, None),
+    ("upgrade::exchanged", Op::Upgrade, None),
 ];
 
 const PROGRAM: &str = "xdp_pass";
@@ -278,6 +287,7 @@ fn crash(env: &TestEnv, other: &str, point: &str, op: Op) {
             .any(|p| point.starts_with(p));
             assert_eq!(undone, !switched, "{point}: {:?}", named[0]);
         }
+        Op::Upgrade => unreachable!("upgrades crash in their own test"),
         Op::Chain => {
             let chain = progs::path("chain_stop.o");
             run_armed(
@@ -376,7 +386,10 @@ fn sigkill_at_every_crash_point_leaves_a_whole_state() {
 
     let (mut points, mut cases) = (std::collections::BTreeSet::new(), 0);
     for &(point, op, only) in CASES {
-        if only.is_some_and(|b| b != backend) || (short && points.contains(point)) {
+        if only.is_some_and(|b| b != backend)
+            || (short && points.contains(point))
+            || op == Op::Upgrade
+        {
             continue;
         }
         crash(&env, &other, point, op);
@@ -398,4 +411,66 @@ fn sigkill_at_every_crash_point_leaves_a_whole_state() {
         backend.as_str(),
         points.len()
     );
+}
+
+/// SIGKILL at every step of an upgrade of a layout-1 state, then the next
+/// operation: whatever was killed, the interface runs the old dispatcher
+/// or the new one with every persistent claim (both counting claims count
+/// every datagram), and the next operation (a claim, which first settles a
+/// dead upgrade, then an upgrade) leaves a whole layout-2 state with the
+/// same claims, in the same order, and nothing of the old one: no pin, and
+/// its dispatcher unloaded.
+#[test]
+fn sigkill_at_every_step_of_an_upgrade_keeps_every_claim_running() {
+    let upgrade_points: Vec<&str> = CASES
+        .iter()
+        .filter(|c| c.1 == Op::Upgrade)
+        .map(|c| c.0)
+        .collect();
+    assert!(!upgrade_points.is_empty());
+    for point in upgrade_points {
+        let env = TestEnv::new().unwrap();
+        let (dir, ids) = support::layout1::three_claims(&env);
+        let (old_prog, _) = support::layout1::object_ids(&dir);
+        let ifc = env.pair.rx_if.clone();
+        run_armed(&env, point, Op::Upgrade, &args(&["upgrade", &ifc]));
+        let counting = ids[..2]
+            .iter()
+            .map(|&id| counter_map(id))
+            .collect::<Vec<_>>();
+        let before: Vec<u64> = counting.iter().map(count).collect();
+        let arrived = env.send(20) as u64;
+        assert_eq!(arrived, 20, "{point}");
+        let delta: Vec<u64> = counting
+            .iter()
+            .zip(&before)
+            .map(|(m, b)| count(m) - b)
+            .collect();
+        assert_eq!(delta, [arrived, arrived], "{point}: a claim missed packets");
+        // The next operation: a claim settles the dead upgrade (finishing
+        // it if the link was switched); it is refused while the state is
+        // still layout 1. Then the upgrade, run again, completes.
+        let _ = spawn_slotctl(&env, None, &claim_args(&env, PROGRAM, 20, "later")).output();
+        let o = run_ok(&env, &args(&["upgrade", &ifc]));
+        let st = support::check_whole(&env, &[]).unwrap_or_else(|e| panic!("{point}: {e}"));
+        assert_eq!(st.layout, slots_runtime::LAYOUT_VERSION, "{point}");
+        let carried: Vec<(&str, u32)> = st
+            .claims
+            .iter()
+            .filter(|c| c.name != "later")
+            .map(|c| (c.name.as_str(), c.prog_id))
+            .collect();
+        assert_eq!(
+            carried,
+            [("first", ids[0]), ("middle", ids[1]), ("last", ids[2])],
+            "{point}: {}",
+            stdout(&o)
+        );
+        assert_eq!(
+            support::xdp_prog_on(&env, &ifc),
+            Some(st.prog_id),
+            "{point}"
+        );
+        gone(old_prog);
+    }
 }

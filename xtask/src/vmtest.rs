@@ -38,7 +38,8 @@ const TEST_PACKAGE: &str = "integration-tests";
 /// (held, persistent, released on SIGKILL), the chain decision replaced,
 /// packet-changing extensions in every slot, extensions mixed with tail
 /// calls, slotctl end to end, a small race, a crash at every crash point,
-/// a program replaced under traffic (held and persistent), the hand-made
+/// a program replaced under traffic (held and persistent), a layout-1
+/// state with an freplace claim upgraded under traffic, the hand-made
 /// leftovers of two dead installs, and a narrowed object
 /// whose legacy section name was rewritten (an extension needs the BTF
 /// function records that follow the name). `--all` runs every
@@ -56,6 +57,7 @@ pub const CONFORMANCE: &[(&str, &[&str])] = &[
     ("slotctl", &[]),
     ("crash", &[]),
     ("replace", &[]),
+    ("upgrade", &[]),
     ("races", &["eight_claimers_at_once"]),
     ("objects", &["legacy_section_names_are_xdp"]),
     (

@@ -3,6 +3,9 @@
 //! together, and the checks that the state on an interface is whole.
 #![allow(dead_code)] // each suite uses its own part of this module
 
+pub mod counters;
+pub mod layout1;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
