@@ -188,6 +188,37 @@ fn decode(e: &[u8], prog_id: u32) -> Option<Origin> {
     })
 }
 
+/// Copies the origin of slot `n` (filled with `prog_id`) from the state
+/// directory `from` to `to` as it was recorded: an entry of the first
+/// layout keeps no hash and no mark. Nothing to copy is not an error.
+pub(crate) fn copy(from: &Path, to: &Path, n: usize, prog_id: u32) -> Result<()> {
+    let mut e: Entry = [0; ENTRY];
+    match open(from) {
+        Some(Opened::Current(map)) => match map.get(&(n as u32), 0) {
+            Ok(v) => e = v,
+            Err(_) => return Ok(()),
+        },
+        Some(Opened::V1(map)) => match map.get(&(n as u32), 0) {
+            Ok(v) => e[..ENTRY_V1].copy_from_slice(&v),
+            Err(_) => return Ok(()),
+        },
+        None => return Ok(()),
+    }
+    if decode(&e, prog_id).is_none() {
+        return Ok(());
+    }
+    let r = match open(to) {
+        None => return Ok(()),
+        Some(Opened::Current(mut map)) => map.set(n as u32, e, 0),
+        Some(Opened::V1(mut map)) => {
+            let mut v1: EntryV1 = [0; ENTRY_V1];
+            v1.copy_from_slice(&e[..ENTRY_V1]);
+            map.set(n as u32, v1, 0)
+        }
+    };
+    r.map_err(|err| Error::kernel(format!("recording the origin of slot {n}"), err))
+}
+
 /// The origin of the claim in slot `n` filled with `prog_id`, if known.
 pub(crate) fn read(dir: &Path, n: usize, prog_id: u32) -> Option<Origin> {
     match open(dir)? {

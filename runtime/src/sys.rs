@@ -451,18 +451,9 @@ pub fn kill_self() -> ! {
     unreachable!("SIGKILL was not delivered")
 }
 
-const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `BPF_LINK_TYPE_XDP` in `enum bpf_link_type`.
 const BPF_LINK_TYPE_XDP: u32 = 6;
-
-/// `union bpf_attr` for BPF_OBJ_GET.
-#[repr(C)]
-struct ObjGetAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-}
 
 /// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
 #[repr(C)]
@@ -477,19 +468,7 @@ struct InfoAttr {
 /// device that goes away, and reports ifindex 0), `None` when the pin is
 /// not an XDP link.
 pub fn xdp_link_ifindex(path: &std::path::Path) -> io::Result<Option<u32>> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let fd = bpf(
-        BPF_OBJ_GET,
-        &ObjGetAttr {
-            pathname: c.as_ptr() as u64,
-            bpf_fd: 0,
-            file_flags: 0,
-        },
-    )?;
-    // SAFETY: BPF_OBJ_GET returned a fresh descriptor that nothing else
-    // owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fd = obj_get(path)?;
     // `struct bpf_link_info`: type, id, prog_id, then (8-byte aligned) the
     // per-type union, whose XDP member starts with the ifindex. The kernel
     // fills at most `info_len` bytes.

@@ -205,9 +205,7 @@ fn build(
         if rec.backend == Some(Backend::Freplace) {
             rec.link_id = relink(side, &new_dispatcher, n, rec.prog_id)?;
             new.write_record(n, &rec)?;
-            if let Some(o) = origins::read(dir, n, rec.prog_id) {
-                origins::write(side, n, rec.prog_id, &o.object, &o.program)?;
-            }
+            origins::copy(dir, side, n, rec.prog_id)?;
             carried.push(Carried {
                 position,
                 slot: n,
@@ -246,9 +244,7 @@ fn build(
             .set(0, &prog, 0)
             .map_err(|e| Error::kernel(format!("filling slot {n} of the new dispatcher"), e))?;
         new.write_record(n, &rec)?;
-        if let Some(o) = origins::read(dir, n, rec.prog_id) {
-            origins::write(side, n, rec.prog_id, &o.object, &o.program)?;
-        }
+        origins::copy(dir, side, n, rec.prog_id)?;
         carried.push(Carried {
             position,
             slot: n,
