@@ -316,6 +316,13 @@ pub enum Error {
         max: usize,
     },
 
+    /// A map pin directory that is not on bpffs.
+    #[error("the map pin directory {dir} is not on bpffs: maps can only be pinned there")]
+    MapPinDirNotBpffs {
+        /// The directory.
+        dir: String,
+    },
+
     /// The slot has no claim.
     #[error("slot {slot} on {iface} is not held by anyone: nothing to release")]
     NotHeld {
@@ -516,6 +523,7 @@ impl Error {
             | Self::WrongProgramType { .. }
             | Self::PriorityOutOfRange { .. }
             | Self::BadName { .. }
+            | Self::MapPinDirNotBpffs { .. }
             | Self::NoSuchSlot { .. }
             | Self::UnknownBackend { .. }
             | Self::NotBpf { .. }

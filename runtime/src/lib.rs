@@ -31,6 +31,7 @@ mod fake;
 mod handle;
 mod iface;
 mod lock;
+mod mappins;
 mod narrow;
 mod objects;
 mod origins;
@@ -62,6 +63,7 @@ pub use dispatcher_common::{LAYOUT_VERSION, SLOT_COUNT};
 pub use error::{Cause, Error, ErrorKind, ExtensionRefusal, Result, chain as error_chain};
 pub use handle::Claim;
 pub use iface::Iface;
+pub use mappins::{ClaimMap, MapPins, SHARED_DIR};
 pub use placement::{DEFAULT_PRIO, PRIO_MAX};
 pub use program::ProgramSource;
 pub use record::SlotState;
@@ -153,7 +155,8 @@ impl Runtime {
     ) -> Result<Claim> {
         let iface = Iface::resolve(iface)?;
         // Check the object and the request before touching the interface.
-        let prepared = claim::prepare(req)?;
+        let mut prepared = claim::prepare(req)?;
+        let pin_maps = mappins::check(&req.pin_maps)?;
         if let Some(backend) = req.backend {
             backend
                 .probe()
@@ -166,18 +169,25 @@ impl Runtime {
                 Some(b) => b,
                 None => state.default_backend()?,
             };
-            let claimed = claim::claim(&mut state, &req.program, &prepared, backend)?;
+            prepared.ins.map_pin_dir = Some(pin_maps.dir(&state.dir, &prepared.name));
+            let claimed = match claim::claim(&mut state, &req.program, &prepared, backend) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Maps the refused program pinned in its own
+                    // directory go with it.
+                    let _ = collect::sweep_maps(&mut state);
+                    return Err(e);
+                }
+            };
             // The claim is made: an origin that cannot be recorded only
             // leaves status without it.
-            if let Err(e) = origins::write(
-                &state.dir,
-                claimed.slot,
-                claimed.prog_id,
-                &req.program.label,
+            record_origin(
+                &state,
+                &claimed,
+                &req.program,
                 &prepared.ins.name,
-            ) {
-                log::warn!("{}", error::chain(&e));
-            }
+                &pin_maps,
+            );
             program::warn_claimed(&req.program, &prepared, &claimed.program);
             Ok(Claim::new(&iface.name, state.dir.clone(), claimed))
         })();
@@ -209,10 +219,12 @@ impl Runtime {
         which: &SlotRef,
         program: &ProgramSource,
     ) -> Result<ProgramReplaced> {
-        let ins = program::inspect(program)?;
+        let mut ins = program::inspect(program)?;
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        let pins = pins_of_claim(&state, which)?;
+        ins.map_pin_dir = Some(pins.dir(&state.dir, &claim_name(&state, which)?));
         let (replaced, claimed) = replace::replace(&mut state, which, program, &ins, None)?;
-        record_origin(&state, &claimed, program, &ins.name);
+        record_origin(&state, &claimed, program, &ins.name, &pins);
         Ok(replaced)
     }
 
@@ -279,14 +291,52 @@ fn record_origin(
     claimed: &claim::Claimed<State>,
     program: &ProgramSource,
     prog_name: &str,
+    map_pins: &MapPins,
 ) {
+    let extra = origins::Extra {
+        map_pins: map_pins.clone(),
+        pidns: owner::pidns(std::process::id()).unwrap_or(0),
+    };
     if let Err(e) = origins::write(
         &state.dir,
         claimed.slot,
         claimed.prog_id,
         &program.label,
         prog_name,
+        &extra,
     ) {
         log::warn!("{}", error::chain(&e));
     }
+}
+
+/// The name of the claim `which` (as given, if no record has it: the
+/// protocol then says so).
+fn claim_name(state: &State, which: &SlotRef) -> Result<String> {
+    Ok(match which {
+        SlotRef::Name(name) => name.clone(),
+        SlotRef::Slot(n) => state
+            .records()?
+            .get(*n)
+            .map(|r| r.name.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// Where the claim `which` pins its maps, so that a replace reuses them:
+/// its own directory if it has one, else what its origin records, else
+/// (a claim made by a version that did not record it) libbpf's place,
+/// where those versions pinned them.
+fn pins_of_claim(state: &State, which: &SlotRef) -> Result<MapPins> {
+    let name = claim_name(state, which)?;
+    if mappins::scoped_dir(&state.dir, &name).exists() {
+        return Ok(MapPins::Scoped);
+    }
+    let records = state.records()?;
+    let recorded = records
+        .iter()
+        .enumerate()
+        .find(|(_, r)| !r.is_free() && r.name == name)
+        .and_then(|(n, r)| origins::read(&state.dir, n, r.prog_id))
+        .and_then(|o| o.map_pins);
+    Ok(recorded.unwrap_or(MapPins::Shared))
 }

@@ -9,13 +9,18 @@
 //! reused) reads as unknown, never as another claim's. State attached by a
 //! version without this map has no such pin: its claims show no origin,
 //! and everything else reads as before.
-use std::path::Path;
+//!
+//! Fields are only ever appended to an entry. An entry of the first
+//! layout ([`ENTRY_V1`] bytes, in state attached by an earlier version)
+//! reads with the later fields unknown.
+use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, Map, MapData};
 use dispatcher_common::SLOT_COUNT;
 
 use crate::{
     error::{Error, Result},
+    mappins::MapPins,
     pin,
 };
 
@@ -24,13 +29,22 @@ use crate::{
 const OBJECT_MAX: usize = 1024;
 /// Longest program name kept, in bytes.
 const PROGRAM_MAX: usize = 256;
-/// An entry: program id (u32 LE), object length (u16 LE), program length
-/// (u16 LE), then the object's bytes and the program's, zero padded.
-const ENTRY: usize = 8 + OBJECT_MAX + PROGRAM_MAX;
+/// The first layout of an entry: program id (u32 LE), object length (u16
+/// LE), program length (u16 LE), then the object's bytes and the
+/// program's, zero padded.
+const ENTRY_V1: usize = 8 + OBJECT_MAX + PROGRAM_MAX;
+/// Longest map pin directory kept, in bytes (a longer one is not recorded).
+const PIN_DIR_MAX: usize = 1024;
+/// Appended to the first layout: the map pin policy (u8: 0 unknown, 1
+/// scoped, 2 shared, 3 a directory), a zero byte, the directory's length
+/// (u16 LE), the claimer's pid namespace (its inode, u64 LE, 0 unknown),
+/// then the directory's bytes, zero padded.
+const ENTRY: usize = ENTRY_V1 + 12 + PIN_DIR_MAX;
 /// The map's name in the kernel.
 const MAP_NAME: &str = "ORIGINS";
 
 type Entry = [u8; ENTRY];
+type EntryV1 = [u8; ENTRY_V1];
 
 /// A claim's origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +53,20 @@ pub(crate) struct Origin {
     pub object: String,
     /// The program's name in the object.
     pub program: String,
+    /// Where its maps pinned by name go; `None` if not recorded (an
+    /// earlier version's entry).
+    pub map_pins: Option<MapPins>,
+    /// The claimer's pid namespace (inode number); `None` if not recorded.
+    pub pidns: Option<u64>,
+}
+
+/// What a claim records besides its object and program.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extra {
+    /// Where its maps pinned by name go.
+    pub map_pins: MapPins,
+    /// The claimer's pid namespace (inode number), 0 if unknown.
+    pub pidns: u64,
 }
 
 /// Creates the (empty) map and pins it in the state directory `dir`.
@@ -57,13 +85,24 @@ pub(crate) fn create(dir: &Path) -> Result<()> {
         .map_err(|e| Error::kernel(format!("pinning {}", path.display()), e))
 }
 
-fn open(dir: &Path) -> Option<Array<MapData, Entry>> {
+/// The pinned map, in whichever layout it was created with.
+enum Opened {
+    V1(Array<MapData, EntryV1>),
+    Current(Array<MapData, Entry>),
+}
+
+fn open(dir: &Path) -> Option<Opened> {
     let path = dir.join(pin::ORIGINS);
     if !path.exists() {
         return None;
     }
     let data = MapData::from_pin(&path).ok()?;
-    Array::try_from(Map::Array(data)).ok()
+    let size = data.info().ok()?.value_size() as usize;
+    if size == ENTRY_V1 {
+        Array::try_from(Map::Array(data)).ok().map(Opened::V1)
+    } else {
+        Array::try_from(Map::Array(data)).ok().map(Opened::Current)
+    }
 }
 
 fn cut(s: &str, max: usize) -> &[u8] {
@@ -77,16 +116,28 @@ fn cut(s: &str, max: usize) -> &[u8] {
 /// Records the origin of the claim in slot `n` (filled with `prog_id`).
 /// A state without the map (attached by an earlier version) records
 /// nothing.
-pub(crate) fn write(dir: &Path, n: usize, prog_id: u32, object: &str, program: &str) -> Result<()> {
-    let Some(mut map) = open(dir) else {
-        return Ok(());
+pub(crate) fn write(
+    dir: &Path,
+    n: usize,
+    prog_id: u32,
+    object: &str,
+    program: &str,
+    extra: &Extra,
+) -> Result<()> {
+    let e = encode(prog_id, object, program, extra);
+    let written = match open(dir) {
+        None => return Ok(()),
+        Some(Opened::Current(mut map)) => map.set(n as u32, e, 0),
+        Some(Opened::V1(mut map)) => {
+            let v1: EntryV1 = e[..ENTRY_V1].try_into().expect("a prefix of the entry");
+            map.set(n as u32, v1, 0)
+        }
     };
-    map.set(n as u32, encode(prog_id, object, program), 0)
-        .map_err(|err| Error::kernel(format!("recording the origin of slot {n}"), err))
+    written.map_err(|err| Error::kernel(format!("recording the origin of slot {n}"), err))
 }
 
 /// The entry for the claim filled with `prog_id`.
-fn encode(prog_id: u32, object: &str, program: &str) -> Entry {
+fn encode(prog_id: u32, object: &str, program: &str, extra: &Extra) -> Entry {
     let mut e: Entry = [0; ENTRY];
     let object: Vec<u8> = if object.len() > OBJECT_MAX {
         cut(object, OBJECT_MAX - 3)
@@ -103,27 +154,58 @@ fn encode(prog_id: u32, object: &str, program: &str) -> Entry {
     e[6..8].copy_from_slice(&(program.len() as u16).to_le_bytes());
     e[8..8 + object.len()].copy_from_slice(&object);
     e[8 + OBJECT_MAX..8 + OBJECT_MAX + program.len()].copy_from_slice(program);
+    let x = &mut e[ENTRY_V1..];
+    let (policy, pin_dir): (u8, &[u8]) = match &extra.map_pins {
+        MapPins::Scoped => (1, b""),
+        MapPins::Shared => (2, b""),
+        MapPins::Dir(d) => match d.to_str() {
+            Some(d) if d.len() <= PIN_DIR_MAX => (3, d.as_bytes()),
+            _ => (0, b""),
+        },
+    };
+    x[0] = policy;
+    x[2..4].copy_from_slice(&(pin_dir.len() as u16).to_le_bytes());
+    x[4..12].copy_from_slice(&extra.pidns.to_le_bytes());
+    x[12..12 + pin_dir.len()].copy_from_slice(pin_dir);
     e
 }
 
-/// Decodes an entry if it belongs to `prog_id`.
-fn decode(e: &Entry, prog_id: u32) -> Option<Origin> {
+/// Decodes an entry (of either layout) if it belongs to `prog_id`.
+fn decode(e: &[u8], prog_id: u32) -> Option<Origin> {
     let id = u32::from_le_bytes(e[0..4].try_into().ok()?);
     if id != prog_id || id == 0 {
         return None;
     }
     let olen = usize::from(u16::from_le_bytes(e[4..6].try_into().ok()?)).min(OBJECT_MAX);
     let plen = usize::from(u16::from_le_bytes(e[6..8].try_into().ok()?)).min(PROGRAM_MAX);
-    Some(Origin {
+    let mut origin = Origin {
         object: String::from_utf8_lossy(&e[8..8 + olen]).into_owned(),
         program: String::from_utf8_lossy(&e[8 + OBJECT_MAX..8 + OBJECT_MAX + plen]).into_owned(),
-    })
+        map_pins: None,
+        pidns: None,
+    };
+    let Some(x) = e.get(ENTRY_V1..ENTRY) else {
+        return Some(origin);
+    };
+    let dlen = usize::from(u16::from_le_bytes(x[2..4].try_into().ok()?)).min(PIN_DIR_MAX);
+    origin.map_pins = match x[0] {
+        1 => Some(MapPins::Scoped),
+        2 => Some(MapPins::Shared),
+        3 => Some(MapPins::Dir(PathBuf::from(
+            String::from_utf8_lossy(&x[12..12 + dlen]).into_owned(),
+        ))),
+        _ => None,
+    };
+    origin.pidns = Some(u64::from_le_bytes(x[4..12].try_into().ok()?)).filter(|&i| i != 0);
+    Some(origin)
 }
 
 /// The origin of the claim in slot `n` filled with `prog_id`, if known.
 pub(crate) fn read(dir: &Path, n: usize, prog_id: u32) -> Option<Origin> {
-    let map = open(dir)?;
-    decode(&map.get(&(n as u32), 0).ok()?, prog_id)
+    match open(dir)? {
+        Opened::Current(map) => decode(&map.get(&(n as u32), 0).ok()?, prog_id),
+        Opened::V1(map) => decode(&map.get(&(n as u32), 0).ok()?, prog_id),
+    }
 }
 
 #[cfg(test)]
@@ -132,12 +214,18 @@ mod tests {
 
     #[test]
     fn an_origin_belongs_to_its_program_only() {
-        let e = encode(7, "/srv/fw.o", "xdp_firewall_with_a_long_name");
+        let extra = Extra {
+            map_pins: MapPins::Dir("/sys/fs/bpf/fw".into()),
+            pidns: 4026531836,
+        };
+        let e = encode(7, "/srv/fw.o", "xdp_firewall_with_a_long_name", &extra);
         assert_eq!(
             decode(&e, 7),
             Some(Origin {
                 object: "/srv/fw.o".into(),
-                program: "xdp_firewall_with_a_long_name".into()
+                program: "xdp_firewall_with_a_long_name".into(),
+                map_pins: Some(extra.map_pins),
+                pidns: Some(4026531836),
             })
         );
         assert_eq!(decode(&e, 8), None, "another claim's entry");
@@ -147,9 +235,17 @@ mod tests {
     #[test]
     fn a_long_path_is_cut_and_marked() {
         let long = format!("/{}", "d/".repeat(700));
-        let o = decode(&encode(1, &long, "p"), 1).unwrap();
+        let o = decode(&encode(1, &long, "p", &Extra::default()), 1).unwrap();
         assert_eq!(o.object.len(), OBJECT_MAX);
         assert!(o.object.ends_with("..."));
         assert!(long.starts_with(o.object.trim_end_matches("...")));
+    }
+
+    #[test]
+    fn a_first_layout_entry_reads_with_later_fields_unknown() {
+        let e = encode(3, "/srv/a.o", "a", &Extra::default());
+        let o = decode(&e[..ENTRY_V1], 3).unwrap();
+        assert_eq!((o.object.as_str(), o.program.as_str()), ("/srv/a.o", "a"));
+        assert_eq!((o.map_pins, o.pidns), (None, None));
     }
 }

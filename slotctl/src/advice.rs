@@ -138,6 +138,9 @@ pub fn advice(e: &Error) -> Option<String> {
         },
         Error::NameTaken { .. } => "pick another --name".into(),
         Error::BadName { .. } => "pass another --name".into(),
+        Error::MapPinDirNotBpffs { .. } => {
+            "pass a directory under /sys/fs/bpf (or another bpffs mount)".into()
+        }
         Error::NotHeld { iface, .. }
         | Error::NoSuchClaim { iface, .. }
         | Error::NothingToReplace { iface, .. } => {

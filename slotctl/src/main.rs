@@ -19,10 +19,10 @@ use anyhow::Result;
 use clap::{CommandFactory as _, Parser as _};
 use output::out;
 use slotctl::{
-    cli::{Cli, Cmd},
+    cli::{Cli, Cmd, PinMapsArg},
     exit::Exit,
 };
-use slots_runtime::{AttachOptions, ClaimRequest, Error, ProgramSource, Runtime, SlotRef};
+use slots_runtime::{AttachOptions, ClaimRequest, Error, MapPins, ProgramSource, Runtime, SlotRef};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -109,6 +109,8 @@ fn run(cli: Cli) -> Result<Exit> {
             proceed_on,
             name,
             map_size,
+            pin_maps,
+            map_pin_dir,
             hold,
             backend,
             mode,
@@ -122,6 +124,11 @@ fn run(cli: Cli) -> Result<Exit> {
             req.name = name;
             req.persistent = !hold;
             req.backend = backend.0;
+            req.pin_maps = match (map_pin_dir, pin_maps) {
+                (Some(dir), _) => MapPins::Dir(dir),
+                (None, PinMapsArg::Scoped) => MapPins::Scoped,
+                (None, PinMapsArg::Shared) => MapPins::Shared,
+            };
             let mut opts = AttachOptions::default();
             opts.mode = mode.into();
             let stop = hold.then(stop_on_signal).transpose()?;
