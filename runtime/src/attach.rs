@@ -199,7 +199,7 @@ fn choose_backend() -> (Backend, Vec<(Backend, ProbeError)>) {
 
 /// Attaches (or finds) the dispatcher on `iface`.
 pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attached> {
-    root::ensure(root)?;
+    root::ensure(root, crate::privilege::Access::Manage)?;
     let _root_lock = DirLock::exclusive(root)?;
     remove_dead_builds(root, iface)?;
     let dir = root.join(iface.dir_name());
@@ -414,7 +414,7 @@ const LIBXDP_DISPATCHER: &str = "xdp_dispatcher";
 
 /// Detaches the dispatcher from `iface` and removes its state.
 pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<Detached> {
-    root::ensure(root)?;
+    root::ensure(root, crate::privilege::Access::Manage)?;
     let _root_lock = DirLock::exclusive(root)?;
     let dir = root.join(iface.dir_name());
     if !dir.exists() {

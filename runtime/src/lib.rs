@@ -38,6 +38,7 @@ mod origins;
 mod owner;
 pub mod pin;
 mod placement;
+mod privilege;
 pub mod probe;
 mod program;
 #[cfg(test)]
@@ -124,7 +125,14 @@ impl Runtime {
 
     /// Opens `iface`'s state under its lock (exclusive or shared).
     fn open(&self, iface: &Iface, exclusive: bool) -> Result<(DirLock, State)> {
-        root::ensure(&self.root)?;
+        root::ensure(
+            &self.root,
+            if exclusive {
+                privilege::Access::Manage
+            } else {
+                privilege::Access::Read
+            },
+        )?;
         let dir = self.root.join(iface.dir_name());
         if !dir.exists() {
             return Err(Error::NotAttached {
@@ -245,7 +253,10 @@ impl Runtime {
     /// could not be read (damaged state), so that one interface does not
     /// hide the others.
     pub fn status_all(&self) -> Result<Vec<(String, Result<Status>)>> {
-        root::ensure(&self.root)?;
+        root::ensure(&self.root, privilege::Access::Read)?;
+        if !self.root.exists() {
+            return Ok(Vec::new());
+        }
         let cookie = sys::netns_cookie()
             .map_err(|e| Error::io("reading the network namespace cookie", e))?;
         let mut out = Vec::new();

@@ -141,6 +141,27 @@ pub struct ClaimMap {
     pub pin: Option<String>,
 }
 
+/// Every map pinned in `dir` (a claim's own directory), when the maps'
+/// ids cannot be listed.
+pub(crate) fn pinned_in(dir: &Path) -> Vec<ClaimMap> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut maps: Vec<ClaimMap> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let id = aya::maps::MapInfo::from_pin(e.path()).ok()?.id();
+            Some(ClaimMap {
+                name: e.file_name().to_string_lossy().into_owned(),
+                id,
+                pin: Some(e.path().display().to_string()),
+            })
+        })
+        .collect();
+    maps.sort_by(|a, b| a.name.cmp(&b.name));
+    maps
+}
+
 /// The map ids of each program in `progs`.
 pub(crate) fn map_ids(progs: &HashSet<u32>) -> HashMap<u32, Vec<u32>> {
     let mut out = HashMap::new();

@@ -50,9 +50,11 @@ pub(crate) fn seen(o: Owner, ns: Option<u64>) -> Option<Seen> {
         return None;
     }
     let ours = pidns(std::process::id());
+    // Another process's namespace is unreadable without ptrace access
+    // (reduced capabilities): its pid and start time then decide.
     let here = (ns.is_none() || ns == ours)
         && start_time(o.pid) == Some(o.start)
-        && (ns.is_none() || pidns(o.pid) == ns);
+        && pidns(o.pid).is_none_or(|p| ns.is_none_or(|n| n == p));
     let pid = if here { Some(o.pid) } else { find(o, ns) }?;
     Some(Seen {
         pid,

@@ -183,6 +183,11 @@ pub struct Status {
     /// Claims in run order, then those without a run position (draining or
     /// stale) by slot.
     pub claims: Vec<ClaimStatus>,
+    /// Were the claims' programs checked against the kernel's? Not
+    /// without CAP_SYS_ADMIN, which listing programs needs: a claim's
+    /// state is then its record's (a held one's by whether its holder
+    /// runs), and its maps are the pins in its own directory.
+    pub programs_checked: bool,
 }
 
 /// Reads the status of the interface whose state is `state`.
@@ -194,7 +199,13 @@ pub(crate) fn read(state: &State) -> Result<Status> {
     } else {
         None
     };
-    let progs = state.live_programs()?;
+    // Listing the kernel's programs needs CAP_SYS_ADMIN; without it a
+    // claim's state is its record's (see `programs_checked`).
+    let progs = match state.live_programs() {
+        Ok(p) => Some(p),
+        Err(e) if e.kind() == crate::ErrorKind::Permission => None,
+        Err(e) => return Err(e),
+    };
     let claimed: HashSet<u32> = records
         .iter()
         .filter(|r| !r.is_free())
@@ -208,7 +219,14 @@ pub(crate) fn read(state: &State) -> Result<Status> {
         };
         let position = control.run_table().position(n);
         let active = position.is_some();
-        let live = is_live(state, active, n, rec, &progs);
+        let live = match &progs {
+            Some(progs) => is_live(state, active, n, rec, progs),
+            None => match rec.state {
+                SlotState::Held => active && state.alive(rec.owner),
+                SlotState::Draining => state.alive(rec.owner),
+                SlotState::Persistent | SlotState::Free => active,
+            },
+        };
         let origin = origins::read(&state.dir, n, rec.prog_id);
         let pidns = origin.as_ref().and_then(|o| o.pidns);
         let seen = owner::seen(rec.owner, pidns);
@@ -220,10 +238,15 @@ pub(crate) fn read(state: &State) -> Result<Status> {
                 .unwrap_or(MapPins::Shared)
                 .dir(&state.dir, &rec.name)
         };
-        let maps = map_ids
-            .get(&rec.prog_id)
-            .map(|ids| mappins::describe(ids, Some(&pin_dir)))
-            .unwrap_or_default();
+        let maps = match map_ids.get(&rec.prog_id) {
+            Some(ids) => mappins::describe(ids, Some(&pin_dir)),
+            // Map ids cannot be read without CAP_SYS_ADMIN: the claim's
+            // own pins are what can be shown.
+            None if progs.is_none() => {
+                mappins::pinned_in(&mappins::scoped_dir(&state.dir, &rec.name))
+            }
+            None => Vec::new(),
+        };
         claims.push(ClaimStatus {
             position,
             slot: n,
@@ -273,6 +296,7 @@ pub(crate) fn read(state: &State) -> Result<Status> {
         custom_chain: (control.flags & FLAG_CUSTOM_CHAIN != 0).then_some(control.chain_prog_id),
         active_slots: control.active_count(),
         claims,
+        programs_checked: progs.is_some(),
     })
 }
 

@@ -271,10 +271,7 @@ fn run(cli: Cli) -> Result<Exit> {
             if !slots_runtime::probe::privileged() {
                 // Every BPF load fails unprivileged: the probes would say
                 // nothing about the kernel.
-                return Err(Error::NotPrivileged {
-                    what: "probing what the kernel permits".into(),
-                }
-                .into());
+                return Err(Error::lacking_privileges("probing what the kernel permits").into());
             }
             let r = slots_runtime::probe::report();
             output::probe(&r, json)?;

@@ -208,7 +208,7 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
     }
     for s in all {
         out!(
-            "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{})",
+            "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{}{})",
             s.iface,
             s.ifindex,
             s.mode,
@@ -219,7 +219,12 @@ pub fn status(all: &[Status], failed: &[(String, anyhow::Error)], json: bool) ->
             if s.stats { ", counters on" } else { "" },
             s.custom_chain
                 .map(|id| format!(", chain decision prog {id}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if s.programs_checked {
+                ""
+            } else {
+                ", programs not checked: listing them needs CAP_SYS_ADMIN"
+            }
         );
         if s.claims.is_empty() {
             out!("  no claims");

@@ -350,3 +350,88 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// `slotctl` with the capabilities `drop` taken from its bounding set
+/// (root's capabilities after exec), in network namespace `ns`.
+fn without(drop: &str, ns: &Netns, root: &Path, args: &[&str]) -> Output {
+    let _in = ns.enter().expect("entering the namespace");
+    Command::new("setpriv")
+        .arg(format!("--bounding-set={drop}"))
+        .arg(slotctl_path())
+        .arg("--bpffs")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("running setpriv")
+}
+
+/// status reads the pins and maps with CAP_BPF alone; without CAP_BPF,
+/// and a change without CAP_SYS_ADMIN, are refused naming what is
+/// missing, not telling root to use sudo.
+#[test]
+fn status_needs_cap_bpf_alone_and_refusals_name_the_capability() {
+    let env = TestEnv::new().unwrap();
+    let (ns, root, ifc) = (&env.pair.rx, &env.root, env.pair.rx_if.as_str());
+    let obj = progs::path("filter_ports.o");
+    let out = env.slotctl(&[
+        "claim",
+        ifc,
+        obj.to_str().unwrap(),
+        "--backend",
+        backend_name(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let full = status(ns, root, ifc);
+    assert_eq!(full["programs_checked"], true, "{full}");
+
+    let out = without("-sys_admin", ns, root, &["status", ifc, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = &v["interfaces"][0];
+    assert_eq!(st["programs_checked"], false, "{st}");
+    assert_eq!(st["prog_id"], full["prog_id"], "{st}");
+    let c = &st["claims"][0];
+    assert_eq!(c["name"], PROG, "{st}");
+    assert_eq!(c["state"], "persistent", "{st}");
+    assert_eq!(c["prog_id"], full["claims"][0]["prog_id"], "{st}");
+    assert_eq!(the_map(st), the_map(&full), "the claim's pinned map");
+    let out = without("-sys_admin", ns, root, &["status", ifc]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("programs not checked: listing them needs CAP_SYS_ADMIN"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = without("-sys_admin,-bpf", ns, root, &["status", ifc]);
+    assert_eq!(
+        out.status.code(),
+        Some(slotctl::exit::Exit::Permission.code()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out),
+        "slotctl: permission denied: reading the XDP dispatchers' state needs CAP_BPF (have: CAP_NET_ADMIN); grant it (the container's or the service's capability set; setpriv and capsh show it)\n"
+    );
+    assert!(stdout(&out).is_empty());
+
+    let out = without("-sys_admin", ns, root, &["release", ifc, PROG]);
+    assert_eq!(
+        out.status.code(),
+        Some(slotctl::exit::Exit::Permission.code()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out),
+        "slotctl: permission denied: managing XDP dispatchers needs CAP_SYS_ADMIN (have: CAP_BPF, CAP_NET_ADMIN); grant it (the container's or the service's capability set; setpriv and capsh show it)\n"
+    );
+    assert_eq!(
+        status(ns, root, ifc)["claims"],
+        full["claims"],
+        "changed nothing"
+    );
+    let out = env.slotctl(&["release", ifc, PROG]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
