@@ -93,13 +93,19 @@ fn cgroup(pid: u32) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Field 22 of /proc/<pid>/stat.
+/// Field 22 of /proc/<pid>/stat; none for a process that has exited and
+/// not been reaped yet (a zombie: its files, so its claim's fds, are
+/// closed already).
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parens: skip past its
-    // last ')'; the field after it is field 3.
+    // last ')'; the field after it is field 3, the state.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(22 - 4)?.parse().ok()
 }
 
 #[cfg(test)]

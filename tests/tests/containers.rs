@@ -264,17 +264,7 @@ fn a_held_claim_from_a_pid_namespace_shows_its_host_pid() {
     let env = TestEnv::new().unwrap();
     let (ns, root, ifc) = (&env.pair.rx, &env.root, env.pair.rx_if.as_str());
     let obj = progs::path("filter_ports.o");
-    let mut cmd = container(
-        root,
-        &[
-            "claim",
-            ifc,
-            obj.to_str().unwrap(),
-            "--hold",
-            "--backend",
-            backend_name(),
-        ],
-    );
+    let mut cmd = container(root, &hold_args(ifc, &obj));
     let mut child: Child = {
         let _in = ns.enter().unwrap();
         cmd.stdout(Stdio::piped())
@@ -335,6 +325,55 @@ fn a_held_claim_from_a_pid_namespace_shows_its_host_pid() {
     let st = status(ns, root, ifc);
     assert_eq!(st["claims"], serde_json::json!([]), "{st}");
     assert!(!pin.exists(), "{}", pin.display());
+
+    // A holder killed outright: the kernel empties its slot, and the next
+    // change to the interface (here switching counters on) frees the
+    // record and the claim's maps.
+    let mut cmd = container(root, &hold_args(ifc, &obj));
+    let mut child: Child = {
+        let _in = ns.enter().unwrap();
+        cmd.stdout(Stdio::piped())
+            .spawn()
+            .expect("starting unshare")
+    };
+    let mut guard = KillOnDrop(Some(child.id()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("claimed slot"), "{line:?}");
+    let (_, pin) = the_map(&status(ns, root, ifc));
+    assert!(pin.exists());
+    // SIGKILL to unshare: --kill-child sends it on to the container.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    guard.0 = None;
+    // The kernel frees the program from a work queue.
+    eventually(KERNEL_PATIENCE, || {
+        let st = status(ns, root, ifc);
+        match st["claims"][0]["state"].as_str() {
+            Some("stale") => Ok(()),
+            _ => Err(format!("not stale yet: {st}")),
+        }
+    })
+    .unwrap();
+    let out = on_host(ns, root, &["stats", ifc, "on"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let st = status(ns, root, ifc);
+    assert_eq!(st["claims"], serde_json::json!([]), "{st}");
+    assert!(!pin.exists(), "{}", pin.display());
+}
+
+/// `claim IFACE OBJ --hold` with the suite's backend.
+fn hold_args<'a>(ifc: &'a str, obj: &'a Path) -> Vec<&'a str> {
+    vec![
+        "claim",
+        ifc,
+        obj.to_str().unwrap(),
+        "--hold",
+        "--backend",
+        backend_name(),
+    ]
 }
 
 /// Kills the container's `unshare` (and with it the container) if a
