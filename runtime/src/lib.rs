@@ -306,7 +306,7 @@ fn record_origin(
 ) {
     let extra = origins::Extra {
         map_pins: map_pins.clone(),
-        pidns: owner::pidns(std::process::id()).unwrap_or(0),
+        pidns: owner::own_pidns().unwrap_or(0),
     };
     if let Err(e) = origins::write(
         &state.dir,

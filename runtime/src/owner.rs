@@ -29,9 +29,17 @@ pub(crate) fn alive(o: Owner) -> bool {
 
 /// The inode of `pid`'s pid namespace.
 pub(crate) fn pidns(pid: u32) -> Option<u64> {
-    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
-        .ok()
-        .map(|m| m.ino())
+    ns_inode(&format!("/proc/{pid}/ns/pid"))
+}
+
+/// The inode of this process's pid namespace (through /proc/self, which
+/// is right even where /proc belongs to another pid namespace).
+pub(crate) fn own_pidns() -> Option<u64> {
+    ns_inode("/proc/self/ns/pid")
+}
+
+fn ns_inode(path: &str) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 /// A claim's holder as the caller sees it.
@@ -49,7 +57,7 @@ pub(crate) fn seen(o: Owner, ns: Option<u64>) -> Option<Seen> {
     if o.pid == 0 {
         return None;
     }
-    let ours = pidns(std::process::id());
+    let ours = own_pidns();
     // Another process's namespace is unreadable without ptrace access
     // (reduced capabilities): its pid and start time then decide.
     let here = (ns.is_none() || ns == ours)
@@ -126,7 +134,8 @@ mod tests {
     #[test]
     fn we_are_seen_as_ourselves() {
         let me = current();
-        let ns = pidns(me.pid);
+        let ns = own_pidns();
+        assert_eq!(ns, pidns(me.pid));
         assert!(ns.is_some());
         let s = seen(me, ns).expect("a running process is seen");
         assert_eq!(s.pid, me.pid);
