@@ -14,10 +14,9 @@ use crate::record::Owner;
 
 /// The calling process.
 pub(crate) fn current() -> Owner {
-    let pid = std::process::id();
     Owner {
-        pid,
-        start: start_time(pid).unwrap_or(0),
+        pid: std::process::id(),
+        start: stat_start("/proc/self/stat").unwrap_or(0),
     }
 }
 
@@ -105,7 +104,12 @@ fn cgroup(pid: u32) -> Option<String> {
 /// not been reaped yet (a zombie: its files, so its claim's fds, are
 /// closed already).
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_start(&format!("/proc/{pid}/stat"))
+}
+
+/// [`start_time`] of the process whose stat file is `path`.
+fn stat_start(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may hold spaces and parens: skip past its
     // last ')'; the field after it is field 3, the state.
     let rest = &stat[stat.rfind(')')? + 1..];
