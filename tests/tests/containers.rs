@@ -441,6 +441,15 @@ fn status_needs_cap_bpf_alone_and_refusals_name_the_capability() {
         "{}",
         stdout(&out)
     );
+    // Every interface of the namespace, and the counters' view, alike.
+    let out = without("-sys_admin", ns, root, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["interfaces"][0]["iface"], ifc, "{v}");
+    let out = without("-sys_admin", ns, root, &["stats", ifc, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["interfaces"][0]["slots"][0]["name"], PROG, "{v}");
 
     let out = without("-sys_admin,-bpf", ns, root, &["status", ifc]);
     assert_eq!(
