@@ -39,7 +39,11 @@ const PIN_DIR_MAX: usize = 1024;
 /// scoped, 2 shared, 3 a directory), a zero byte, the directory's length
 /// (u16 LE), the claimer's pid namespace (its inode, u64 LE, 0 unknown),
 /// then the directory's bytes, zero padded.
-const ENTRY: usize = ENTRY_V1 + 12 + PIN_DIR_MAX;
+const ENTRY: usize = PINS_AT + PINS_LEN;
+/// Where that block starts: after every field appended before it.
+const PINS_AT: usize = ENTRY_V1;
+/// Its length.
+const PINS_LEN: usize = 12 + PIN_DIR_MAX;
 /// The map's name in the kernel.
 const MAP_NAME: &str = "ORIGINS";
 
@@ -154,7 +158,7 @@ fn encode(prog_id: u32, object: &str, program: &str, extra: &Extra) -> Entry {
     e[6..8].copy_from_slice(&(program.len() as u16).to_le_bytes());
     e[8..8 + object.len()].copy_from_slice(&object);
     e[8 + OBJECT_MAX..8 + OBJECT_MAX + program.len()].copy_from_slice(program);
-    let x = &mut e[ENTRY_V1..];
+    let x = &mut e[PINS_AT..PINS_AT + PINS_LEN];
     let (policy, pin_dir): (u8, &[u8]) = match &extra.map_pins {
         MapPins::Scoped => (1, b""),
         MapPins::Shared => (2, b""),
@@ -184,7 +188,7 @@ fn decode(e: &[u8], prog_id: u32) -> Option<Origin> {
         map_pins: None,
         pidns: None,
     };
-    let Some(x) = e.get(ENTRY_V1..ENTRY) else {
+    let Some(x) = e.get(PINS_AT..PINS_AT + PINS_LEN) else {
         return Some(origin);
     };
     let dlen = usize::from(u16::from_le_bytes(x[2..4].try_into().ok()?)).min(PIN_DIR_MAX);
