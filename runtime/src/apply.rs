@@ -25,15 +25,40 @@ use crate::{
     crash,
     error::{self, Error, Result},
     iface::Iface,
+    mappins::MapPins,
     origins::{self, Hash},
     status::{mask_names, parse_mask},
 };
 
-/// The map pin policy a file may name (the only one there is for now).
+/// The default map pin policy's name in a file.
 const PIN_MAPS_SCOPED: &str = "scoped";
 
 fn scoped() -> String {
     PIN_MAPS_SCOPED.into()
+}
+
+/// A map pin policy as a file writes it: `scoped`, `shared`, or an
+/// absolute directory on bpffs.
+fn pin_maps_name(pins: &MapPins) -> String {
+    match pins {
+        MapPins::Dir(d) => d.display().to_string(),
+        p => p.as_str().into(),
+    }
+}
+
+/// Reads a file's `pin_maps`; a directory is checked (on bpffs) as a
+/// claim would.
+fn parse_pin_maps(s: &str) -> std::result::Result<MapPins, String> {
+    match s {
+        "scoped" => Ok(MapPins::Scoped),
+        "shared" => Ok(MapPins::Shared),
+        d if d.starts_with('/') => {
+            crate::mappins::check(&MapPins::Dir(d.into())).map_err(|e| error::chain(&e))
+        }
+        other => Err(format!(
+            "pin_maps = {other:?} is not a map pin policy: use \"scoped\", \"shared\" or an absolute directory on bpffs"
+        )),
+    }
 }
 
 /// One claim a file asks for: a `[[claim]]` table.
@@ -64,7 +89,9 @@ pub struct DesiredClaim {
     /// where apply attaches the dispatcher, the first the kernel allows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
-    /// How the program's by-name pinned maps are pinned: `scoped`.
+    /// Where the program's maps pinned by name go: `scoped` (the claim's
+    /// own, removed with it), `shared` (libbpf's place, the top of bpffs)
+    /// or an absolute directory on bpffs.
     #[serde(default = "scoped")]
     pub pin_maps: String,
     /// Where the claim was read: `file:line`.
@@ -325,6 +352,7 @@ struct Want {
     prep: Prepared,
     hash: Hash,
     backend: Option<Backend>,
+    pin_maps: MapPins,
 }
 
 fn hex(h: &Hash) -> String {
@@ -346,12 +374,7 @@ fn check(desired: &Desired) -> Result<Vec<Want>> {
             line,
             why,
         };
-        if c.pin_maps != PIN_MAPS_SCOPED {
-            return Err(bad(format!(
-                "pin_maps = {:?} is not a map pin policy: use \"scoped\"",
-                c.pin_maps
-            )));
-        }
+        let pin_maps = parse_pin_maps(&c.pin_maps).map_err(&bad)?;
         let backend = c
             .backend
             .as_deref()
@@ -377,6 +400,7 @@ fn check(desired: &Desired) -> Result<Vec<Want>> {
         req.name = c.name.clone();
         req.persistent = true;
         req.backend = backend;
+        req.pin_maps = pin_maps.clone();
         let prep = claim::prepare(&req).map_err(|e| bad(error::chain(&e)))?;
         if !seen.insert((c.interface.clone(), prep.name.clone())) {
             return Err(bad(format!(
@@ -392,6 +416,7 @@ fn check(desired: &Desired) -> Result<Vec<Want>> {
             src,
             prep,
             backend,
+            pin_maps,
         });
     }
     Ok(wants)
@@ -535,6 +560,20 @@ fn plan(rt: &Runtime, wants: &[Want], prune: bool) -> Result<Plan> {
         if let Some(b) = w.backend.filter(|b| *b != have.backend) {
             changed.push(format!("backend {} -> {b}", have.backend));
         }
+        // New pins are a new claim's maps. An origin without a policy was
+        // written by a version that pinned at the top of bpffs (no origin
+        // at all: a claim apply takes over by a replace, below).
+        let had_pins = have
+            .origin
+            .as_ref()
+            .map(|o| o.map_pins.clone().unwrap_or(MapPins::Shared));
+        if let Some(had_pins) = had_pins.filter(|p| *p != w.pin_maps) {
+            changed.push(format!(
+                "pin_maps {} -> {}",
+                pin_maps_name(&had_pins),
+                pin_maps_name(&w.pin_maps)
+            ));
+        }
         if !changed.is_empty() {
             steps.push(step(Action::Reclaim, changed.join(", "), Some(have)));
             continue;
@@ -607,7 +646,7 @@ impl Runtime {
                     priority: Some(c.prio),
                     proceed_on: Some(c.proceed_on.iter().map(|s| s.to_string()).collect()),
                     backend: Some(c.backend.to_string()),
-                    pin_maps: scoped(),
+                    pin_maps: pin_maps_name(&origin.map_pins.unwrap_or(MapPins::Shared)),
                     at: String::new(),
                 });
             }
@@ -668,6 +707,7 @@ impl Runtime {
         req.name = Some(w.prep.name.clone());
         req.persistent = true;
         req.backend = w.backend;
+        req.pin_maps = w.pin_maps.clone();
         let attach = AttachOptions {
             backend: w.backend,
             ..Default::default()

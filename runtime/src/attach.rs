@@ -203,7 +203,7 @@ fn choose_backend() -> (Backend, Vec<(Backend, ProbeError)>) {
 
 /// Attaches (or finds) the dispatcher on `iface`.
 pub fn attach(root: &Path, iface: &Iface, opts: AttachOptions) -> Result<Attached> {
-    root::ensure(root)?;
+    root::ensure(root, crate::privilege::Access::Manage)?;
     let _root_lock = DirLock::exclusive(root)?;
     remove_dead_builds(root, iface)?;
     crate::upgrade::settle_dead(root, iface)?;
@@ -447,7 +447,7 @@ const LIBXDP_DISPATCHER: &str = "xdp_dispatcher";
 
 /// Detaches the dispatcher from `iface` and removes its state.
 pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<Detached> {
-    root::ensure(root)?;
+    root::ensure(root, crate::privilege::Access::Manage)?;
     let _root_lock = DirLock::exclusive(root)?;
     crate::upgrade::settle_dead(root, iface)?;
     let dir = root.join(iface.dir_name());
@@ -490,7 +490,7 @@ pub fn detach(root: &Path, iface: &Iface, force: bool) -> Result<Detached> {
 /// longer exists: frees the dead state recorded under its `name` (the
 /// dispatcher was already off it). `None` when there is none.
 pub fn detach_gone(root: &Path, name: &str) -> Result<Option<Detached>> {
-    root::ensure(root)?;
+    root::ensure(root, crate::privilege::Access::Manage)?;
     let cookie =
         sys::netns_cookie().map_err(|e| Error::io("reading the network namespace cookie", e))?;
     let _root_lock = DirLock::exclusive(root)?;

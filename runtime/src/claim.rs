@@ -18,6 +18,7 @@ use crate::{
     collect::collect,
     crash,
     error::{Error, Result},
+    mappins::MapPins,
     objects::Objects,
     placement::{self, DEFAULT_PRIO, PRIO_MAX},
     program::{self, Inspected, ProgramSource},
@@ -44,6 +45,9 @@ pub struct ClaimRequest {
     pub persistent: bool,
     /// `None`: the interface's backend.
     pub backend: Option<Backend>,
+    /// Where the maps the program pins by name go: by default the claim's
+    /// own directory, removed with the claim.
+    pub pin_maps: MapPins,
 }
 
 impl ClaimRequest {
@@ -56,6 +60,7 @@ impl ClaimRequest {
             name: None,
             persistent: false,
             backend: None,
+            pin_maps: MapPins::Scoped,
         }
     }
 }

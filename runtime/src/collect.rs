@@ -43,6 +43,7 @@ pub(crate) fn collect<O: Objects>(objs: &mut O) -> Result<Vec<usize>> {
         }
     }
     if records.iter().all(Record::is_free) {
+        sweep_maps(objs)?;
         return Ok(freed);
     }
     let progs = objs.live_programs()?;
@@ -82,5 +83,19 @@ pub(crate) fn collect<O: Objects>(objs: &mut O) -> Result<Vec<usize>> {
         retire(objs, n, rec, None)?;
         freed.push(n);
     }
+    sweep_maps(objs)?;
     Ok(freed)
+}
+
+/// Removes the scoped map pins of every claim that is gone: its name is
+/// on no record that is not free. A draining claim keeps its maps until
+/// its slot is freed.
+pub(crate) fn sweep_maps<O: Objects>(objs: &mut O) -> Result<()> {
+    let live = objs
+        .records()?
+        .into_iter()
+        .filter(|r| !r.is_free())
+        .map(|r| r.name)
+        .collect();
+    objs.sweep_maps(&live)
 }

@@ -50,13 +50,16 @@ impl std::fmt::Display for ExtensionRefusal {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The process lacks the capabilities BPF and XDP management need.
-    #[error(
-        "permission denied: {what} needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN, which this process lacks"
-    )]
+    /// The process lacks capabilities the operation needs.
+    #[error("permission denied: {what} needs {missing} (have: {have})")]
     NotPrivileged {
         /// What was being done.
         what: String,
+        /// The capabilities it lacks, e.g. `CAP_SYS_ADMIN`.
+        missing: String,
+        /// Those of CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN it has, or
+        /// `none of them`.
+        have: String,
     },
 
     /// The state root is not on a bpffs mount.
@@ -375,6 +378,13 @@ pub enum Error {
         max: usize,
     },
 
+    /// A map pin directory that is not on bpffs.
+    #[error("the map pin directory {dir} is not on bpffs: maps can only be pinned there")]
+    MapPinDirNotBpffs {
+        /// The directory.
+        dir: String,
+    },
+
     /// The slot has no claim.
     #[error("slot {slot} on {iface} is not held by anyone: nothing to release")]
     NotHeld {
@@ -576,6 +586,7 @@ impl Error {
             | Self::WrongProgramType { .. }
             | Self::PriorityOutOfRange { .. }
             | Self::BadName { .. }
+            | Self::MapPinDirNotBpffs { .. }
             | Self::NoSuchSlot { .. }
             | Self::UnknownBackend { .. }
             | Self::NotBpf { .. }
@@ -623,7 +634,7 @@ impl Error {
     ) -> Self {
         let what = what.into();
         if is_permission(&err) && !crate::sys::is_privileged() {
-            return Self::NotPrivileged { what };
+            return Self::not_privileged(what, crate::privilege::Access::Manage);
         }
         Self::Kernel {
             what,
@@ -637,9 +648,38 @@ impl Error {
         if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
             && !crate::sys::is_privileged()
         {
-            return Self::NotPrivileged { what };
+            return Self::not_privileged(what, crate::privilege::Access::Manage);
         }
         Self::Io { what, source }
+    }
+
+    /// [`Error::NotPrivileged`] for `what`, naming what this process lacks
+    /// of what managing dispatchers needs (CAP_BPF, CAP_NET_ADMIN and
+    /// CAP_SYS_ADMIN).
+    pub fn lacking_privileges(what: impl Into<String>) -> Self {
+        Self::not_privileged(what, crate::privilege::Access::Manage)
+    }
+
+    pub(crate) fn not_privileged(
+        what: impl Into<String>,
+        access: crate::privilege::Access,
+    ) -> Self {
+        let (missing, have) = crate::privilege::missing(access);
+        Self::NotPrivileged {
+            what: what.into(),
+            missing: if missing.is_empty() {
+                // The kernel refused though the capabilities are there
+                // (an LSM, a user namespace): name them all.
+                crate::privilege::names(access.needs()).join(", ")
+            } else {
+                missing.join(", ")
+            },
+            have: if have.is_empty() {
+                "none of them".into()
+            } else {
+                have.join(", ")
+            },
+        }
     }
 
     /// The OS error code at the bottom of this error's causes, if any.

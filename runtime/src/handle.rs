@@ -67,9 +67,12 @@ impl Claim {
     /// change) and the old one is unloaded; on error it still holds the
     /// old one, which still runs.
     pub fn replace(&mut self, program: &ProgramSource) -> Result<ProgramReplaced> {
-        let ins = crate::program::inspect(program)?;
+        let mut ins = crate::program::inspect(program)?;
         let _lock = DirLock::exclusive(&self.dir)?;
         let mut state = State::open(&self.dir, &self.iface)?;
+        let which_name = SlotRef::Name(self.name.clone());
+        let pins = crate::pins_of_claim(&state, &which_name)?;
+        ins.map_pin_dir = Some(pins.dir(&self.dir, &self.name));
         let own = self.hold.is_some().then_some(Own {
             prog_id: self.prog_id,
             slot: self.slot,
@@ -81,7 +84,7 @@ impl Claim {
             SlotRef::Name(self.name.clone())
         };
         let (replaced, claimed) = replace(&mut state, &which, program, &ins, own)?;
-        crate::record_origin(&state, &claimed, program, &ins.name, false);
+        crate::record_origin(&state, &claimed, program, &ins.name, false, &pins);
         // The old hold and program go now (the old slot is already empty);
         // with no hold left, dropping the old handle releases nothing.
         self.hold = None;

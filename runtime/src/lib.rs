@@ -34,6 +34,7 @@ mod handle;
 mod iface;
 mod layout;
 mod lock;
+mod mappins;
 mod narrow;
 mod node;
 mod objects;
@@ -41,6 +42,7 @@ mod origins;
 mod owner;
 pub mod pin;
 mod placement;
+mod privilege;
 pub mod probe;
 mod program;
 #[cfg(test)]
@@ -69,6 +71,7 @@ pub use error::{Cause, Error, ErrorKind, ExtensionRefusal, Result, chain as erro
 pub use gc::{Cleaned, Dead, Freed};
 pub use handle::Claim;
 pub use iface::Iface;
+pub use mappins::{ClaimMap, MapPins, SHARED_DIR};
 pub use node::{Namespace, NodeEntry};
 pub use placement::{DEFAULT_PRIO, PRIO_MAX};
 pub use program::ProgramSource;
@@ -149,7 +152,7 @@ impl Runtime {
     /// run finishes the job). Every attach and claim does the same in
     /// passing, skipping directories another process has locked.
     pub fn clean(&self) -> Result<Cleaned> {
-        root::ensure(&self.root)?;
+        root::ensure(&self.root, privilege::Access::Manage)?;
         let _root_lock = DirLock::exclusive(&self.root)?;
         let freed = gc::collect_dead(&self.root, gc::Wait::Block, |_, _| true)?;
         Ok(Cleaned { freed })
@@ -157,7 +160,14 @@ impl Runtime {
 
     /// Opens `iface`'s state under its lock (exclusive or shared).
     fn open(&self, iface: &Iface, exclusive: bool) -> Result<(DirLock, State)> {
-        root::ensure(&self.root)?;
+        root::ensure(
+            &self.root,
+            if exclusive {
+                privilege::Access::Manage
+            } else {
+                privilege::Access::Read
+            },
+        )?;
         let dir = self.root.join(iface.dir_name());
         if !dir.exists() {
             return Err(Error::NotAttached {
@@ -199,7 +209,8 @@ impl Runtime {
     ) -> Result<Claim> {
         let iface = Iface::resolve(iface)?;
         // Check the object and the request before touching the interface.
-        let prepared = claim::prepare(req)?;
+        let mut prepared = claim::prepare(req)?;
+        let pin_maps = mappins::check(&req.pin_maps)?;
         if let Some(backend) = req.backend {
             backend
                 .probe()
@@ -212,10 +223,26 @@ impl Runtime {
                 Some(b) => b,
                 None => state.default_backend()?,
             };
-            let claimed = claim::claim(&mut state, &req.program, &prepared, backend)?;
+            prepared.ins.map_pin_dir = Some(pin_maps.dir(&state.dir, &prepared.name));
+            let claimed = match claim::claim(&mut state, &req.program, &prepared, backend) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Maps the refused program pinned in its own
+                    // directory go with it.
+                    let _ = collect::sweep_maps(&mut state);
+                    return Err(e);
+                }
+            };
             // The claim is made: an origin that cannot be recorded only
             // leaves status without it.
-            record_origin(&state, &claimed, &req.program, &prepared.ins.name, applied);
+            record_origin(
+                &state,
+                &claimed,
+                &req.program,
+                &prepared.ins.name,
+                applied,
+                &pin_maps,
+            );
             program::warn_claimed(&req.program, &prepared, &claimed.program);
             Ok(Claim::new(&iface.name, state.dir.clone(), claimed))
         })();
@@ -259,14 +286,16 @@ impl Runtime {
         program: &ProgramSource,
         mark: Option<bool>,
     ) -> Result<ProgramReplaced> {
-        let ins = program::inspect(program)?;
+        let mut ins = program::inspect(program)?;
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
+        let pins = pins_of_claim(&state, which)?;
+        ins.map_pin_dir = Some(pins.dir(&state.dir, &claim_name(&state, which)?));
         let (replaced, claimed) = replace::replace(&mut state, which, program, &ins, None)?;
         let applied = mark.unwrap_or_else(|| {
             origins::read(&state.dir, replaced.old_slot, replaced.old_prog_id)
                 .is_some_and(|o| o.applied)
         });
-        record_origin(&state, &claimed, program, &ins.name, applied);
+        record_origin(&state, &claimed, program, &ins.name, applied, &pins);
         Ok(replaced)
     }
 
@@ -294,7 +323,7 @@ impl Runtime {
     /// [`Status::layout`]).
     pub fn status(&self, iface: &str) -> Result<Status> {
         let iface = Iface::resolve(iface)?;
-        root::ensure(&self.root)?;
+        root::ensure(&self.root, privilege::Access::Read)?;
         let dir = self.root.join(iface.dir_name());
         if !dir.exists() {
             return Err(Error::NotAttached { iface: iface.name });
@@ -308,7 +337,10 @@ impl Runtime {
     /// could not be read (damaged state), so that one interface does not
     /// hide the others.
     pub fn status_all(&self) -> Result<Vec<(String, Result<Status>)>> {
-        root::ensure(&self.root)?;
+        root::ensure(&self.root, privilege::Access::Read)?;
+        if !self.root.exists() {
+            return Ok(Vec::new());
+        }
         let cookie = sys::netns_cookie()
             .map_err(|e| Error::io("reading the network namespace cookie", e))?;
         let mut out = Vec::new();
@@ -327,7 +359,7 @@ impl Runtime {
     /// or why it could not be read. A dispatcher whose interface is gone
     /// says so ([`Status::dead`]).
     pub fn status_node(&self) -> Result<Vec<NodeEntry>> {
-        root::ensure(&self.root)?;
+        root::ensure(&self.root, privilege::Access::Read)?;
         node::status(&self.root)
     }
 
@@ -365,14 +397,49 @@ fn record_origin(
     program: &ProgramSource,
     prog_name: &str,
     applied: bool,
+    map_pins: &MapPins,
 ) {
     let written = origins::Written {
         object: &program.label,
         program: prog_name,
         hash: origins::hash(&program.bytes),
         applied,
+        map_pins,
+        pidns: owner::own_pidns().unwrap_or(0),
     };
     if let Err(e) = origins::write(&state.dir, claimed.slot, claimed.prog_id, written) {
         log::warn!("{}", error::chain(&e));
     }
+}
+
+/// The name of the claim `which` (as given, if no record has it: the
+/// protocol then says so).
+fn claim_name(state: &State, which: &SlotRef) -> Result<String> {
+    Ok(match which {
+        SlotRef::Name(name) => name.clone(),
+        SlotRef::Slot(n) => state
+            .records()?
+            .get(*n)
+            .map(|r| r.name.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// Where the claim `which` pins its maps, so that a replace reuses them:
+/// its own directory if it has one, else what its origin records, else
+/// (a claim made by a version that did not record it) libbpf's place,
+/// where those versions pinned them.
+fn pins_of_claim(state: &State, which: &SlotRef) -> Result<MapPins> {
+    let name = claim_name(state, which)?;
+    if mappins::scoped_dir(&state.dir, &name).exists() {
+        return Ok(MapPins::Scoped);
+    }
+    let records = state.records()?;
+    let recorded = records
+        .iter()
+        .enumerate()
+        .find(|(_, r)| !r.is_free() && r.name == name)
+        .and_then(|(n, r)| origins::read(&state.dir, n, r.prog_id))
+        .and_then(|o| o.map_pins);
+    Ok(recorded.unwrap_or(MapPins::Shared))
 }

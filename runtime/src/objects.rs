@@ -87,6 +87,13 @@ pub(crate) trait Objects {
     fn settle_dead_hold(&self, backend: Backend, n: usize, prog_id: u32) -> Result<()>;
     /// Removes every backend's leftovers from free slot `n`; true if any.
     fn sweep_free(&mut self, n: usize) -> Result<bool>;
+    /// Removes the scoped map pins of every claim whose name is not in
+    /// `live` (see [`crate::mappins`]). Nothing to do where maps are not
+    /// pinned (the in-memory kernel).
+    fn sweep_maps(&mut self, live: &HashSet<String>) -> Result<()> {
+        let _ = live;
+        Ok(())
+    }
     /// Waits until every dispatcher run that started before the call has
     /// finished (an RCU grace period): after it, no packet reads a run
     /// table it read before.

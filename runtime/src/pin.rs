@@ -16,6 +16,9 @@ pub const STATS: &str = "stats";
 pub const ORIGINS: &str = "origins";
 /// A persistent custom chain-decision link.
 pub const CHAIN: &str = "chain";
+/// The directory of the claims' own map pins: `maps/<claim>/<map>` (see
+/// docs/design.md, "Maps pinned by name"); present while a claim has one.
+pub const MAPS: &str = "maps";
 
 /// Slot `n`'s program array (tail-call backend), pinned while the slot is
 /// free or holds a persistent tail-call claim.

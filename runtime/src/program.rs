@@ -89,6 +89,11 @@ pub(crate) struct Inspected {
     pub map_sizes: Vec<(String, u32)>,
     /// The program's own program arrays that are not pinned by name.
     pub prog_arrays: Vec<String>,
+    /// Where its maps pinned by name go (set for a claim, from its
+    /// [`MapPins`](crate::MapPins)); `None`: libbpf's place.
+    pub map_pin_dir: Option<PathBuf>,
+    /// Does it have maps pinned by name?
+    pub pins_maps: bool,
 }
 
 /// How a program section's name reads, by libbpf's rules.
@@ -295,6 +300,8 @@ pub(crate) fn inspect(src: &ProgramSource) -> Result<Inspected> {
         object: ObjectBytes(narrowed.bytes),
         map_sizes,
         prog_arrays,
+        map_pin_dir: None,
+        pins_maps: maps.iter().any(|(_, m)| m.pinning() == PinningType::ByName),
     })
 }
 
@@ -391,6 +398,9 @@ fn loader(ins: &Inspected) -> EbpfLoader<'_> {
     let mut l = EbpfLoader::new();
     for (name, size) in &ins.map_sizes {
         l.map_max_entries(name, *size);
+    }
+    if let Some(dir) = &ins.map_pin_dir {
+        l.default_map_pin_directory(dir);
     }
     l
 }

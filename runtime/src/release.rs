@@ -9,7 +9,7 @@
 use dispatcher_common::SLOT_COUNT;
 
 use crate::{
-    collect::collect,
+    collect::{collect, sweep_maps},
     crash,
     error::{Error, Result},
     objects::Objects,
@@ -151,6 +151,7 @@ pub(crate) fn release<O: Objects>(objs: &mut O, which: &SlotRef, force: bool) ->
     match rec.state {
         SlotState::Persistent => {
             retire(objs, slot, rec, None)?;
+            sweep_maps(objs)?;
             Ok(released(false))
         }
         SlotState::Held => {
@@ -190,10 +191,12 @@ pub(crate) fn release_own<O: Objects>(
             // now.
             drop(hold);
             objs.write_record(slot, &Record::FREE)?;
+            sweep_maps(objs)?;
             Ok(OwnRelease::ForcedBefore)
         }
         SlotState::Held => {
             retire(objs, slot, &rec, Some(&mut hold))?;
+            sweep_maps(objs)?;
             Ok(OwnRelease::Released)
         }
         SlotState::Free | SlotState::Persistent => Ok(OwnRelease::Gone),

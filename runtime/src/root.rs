@@ -4,19 +4,23 @@ use std::path::Path;
 
 use crate::{
     error::{Error, Result},
+    privilege::{self, Access},
     sys,
 };
 
 /// Checks privileges, that `root` is on bpffs (or can be made there), and
-/// creates it.
-pub(crate) fn ensure(root: &Path) -> Result<()> {
-    if !sys::is_privileged() {
-        // Checked first: an unprivileged user must not create (and so own)
-        // the state root, even where /sys/fs/bpf is world-writable.
-        return Err(Error::NotPrivileged {
-            what: "managing XDP dispatchers".into(),
-        });
-    }
+/// creates it (to change state; a reader finds nothing in a root that is
+/// not there).
+pub(crate) fn ensure(root: &Path, access: Access) -> Result<()> {
+    // Checked first: an unprivileged user must not create (and so own)
+    // the state root, even where /sys/fs/bpf is world-writable.
+    privilege::check(
+        access,
+        match access {
+            Access::Read => "reading the XDP dispatchers' state",
+            Access::Manage => "managing XDP dispatchers",
+        },
+    )?;
     let mut probe = root.to_path_buf();
     while !probe.exists() {
         if !probe.pop() {
@@ -26,7 +30,7 @@ pub(crate) fn ensure(root: &Path) -> Result<()> {
     if !sys::is_bpffs(&probe) {
         return Err(Error::BpffsNotMounted { path: probe });
     }
-    if !root.exists() {
+    if !root.exists() && access == Access::Manage {
         std::fs::create_dir_all(root)
             .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
     }

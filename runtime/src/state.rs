@@ -30,6 +30,7 @@ use crate::{
     dispatcher::Mode,
     error::{Error, Result},
     layout::{self, Found},
+    mappins,
     objects::Objects,
     owner, pin,
     program::{Inspected, Loaded, ProgramSource},
@@ -221,6 +222,9 @@ impl Objects for State {
         src: &ProgramSource,
         ins: &Inspected,
     ) -> Result<Loaded> {
+        if let Some(dir) = ins.map_pin_dir.as_ref().filter(|_| ins.pins_maps) {
+            mappins::prepare(dir)?;
+        }
         backend.imp().load(self, n, src, ins)
     }
 
@@ -270,6 +274,13 @@ impl Objects for State {
         stats
             .set(n as u32, zero, 0)
             .map_err(|e| Error::kernel("zeroing a slot's counters", e))
+    }
+
+    fn sweep_maps(&mut self, live: &HashSet<String>) -> Result<()> {
+        for name in mappins::sweep(&self.dir, live)? {
+            log::debug!("{}: removed the map pins of {name}", self.iface);
+        }
+        Ok(())
     }
 
     fn sweep_free(&mut self, n: usize) -> Result<bool> {

@@ -1,4 +1,6 @@
 //! A consistent picture of an interface: read under the shared lock.
+use std::collections::HashSet;
+
 use aya::maps::{Map, MapData, PerCpuArray};
 use dispatcher_common::{FLAG_CUSTOM_CHAIN, FLAG_STATS, SLOT_COUNT, SlotStats};
 use serde::Serialize;
@@ -10,8 +12,9 @@ use crate::{
     error::{Error, Result},
     gc::{self, Dead},
     iface,
+    mappins::{self, ClaimMap, MapPins},
     objects::Objects,
-    origins, pin,
+    origins, owner, pin,
     record::SlotState,
     state::State,
 };
@@ -111,8 +114,18 @@ pub struct ClaimStatus {
     pub link_id: u32,
     /// Verdicts after which the next slot runs.
     pub proceed_on: Vec<&'static str>,
-    /// Pid of the claiming process (in its pid namespace).
+    /// Pid of the claiming process (in its own pid namespace: 1 for a
+    /// container's first process).
     pub owner: u32,
+    /// Pid of the claiming process as the caller sees it, while it runs
+    /// and the caller's pid namespace sees it (its own or a parent of it).
+    pub owner_pid: Option<u32>,
+    /// The claiming process's pid namespace (inode number); `None` if not
+    /// recorded (a claim made by an earlier version).
+    pub owner_pidns: Option<u64>,
+    /// The claiming process's cgroup (v2 path: the container), while it
+    /// runs and where readable.
+    pub owner_cgroup: Option<String>,
     /// Stays after its claimer exits.
     pub persistent: bool,
     /// Where the claim is in its life.
@@ -128,6 +141,14 @@ pub struct ClaimStatus {
     pub object: Option<String>,
     /// The program's name in its object; `None` if unknown.
     pub program: Option<String>,
+    /// Where the maps the program pins by name go: `scoped` (the claim's
+    /// own directory, removed with it), `shared` (libbpf's place, the top
+    /// of bpffs) or `dir` (the claimer's directory); `None` if not recorded
+    /// (a claim made by an earlier version, which pinned them at the top
+    /// of bpffs).
+    pub pin_maps: Option<&'static str>,
+    /// The maps the program uses, with their kernel ids and pins.
+    pub maps: Vec<ClaimMap>,
     /// The slot's counters, while counting is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
@@ -170,6 +191,11 @@ pub struct Status {
     /// runs there any more, and `Runtime::clean` (or the next attach or
     /// claim) frees it.
     pub dead: Option<Dead>,
+    /// Were the claims' programs checked against the kernel's? Not
+    /// without CAP_SYS_ADMIN, which listing programs needs: a claim's
+    /// state is then its record's (a held one's by whether its holder
+    /// runs), and its maps are the pins in its own directory.
+    pub programs_checked: bool,
 }
 
 /// Reads the status of the interface whose state is `state`.
@@ -181,7 +207,19 @@ pub(crate) fn read(state: &State) -> Result<Status> {
     } else {
         None
     };
-    let progs = state.live_programs()?;
+    // Listing the kernel's programs needs CAP_SYS_ADMIN; without it a
+    // claim's state is its record's (see `programs_checked`).
+    let progs = match state.live_programs() {
+        Ok(p) => Some(p),
+        Err(e) if e.kind() == crate::ErrorKind::Permission => None,
+        Err(e) => return Err(e),
+    };
+    let claimed: HashSet<u32> = records
+        .iter()
+        .filter(|r| !r.is_free())
+        .map(|r| r.prog_id)
+        .collect();
+    let map_ids = mappins::map_ids(&claimed);
     let mut claims = Vec::new();
     for (n, rec) in records.iter().enumerate() {
         let Some(backend) = rec.backend.filter(|_| !rec.is_free()) else {
@@ -189,8 +227,34 @@ pub(crate) fn read(state: &State) -> Result<Status> {
         };
         let position = control.run_table().position(n);
         let active = position.is_some();
-        let live = is_live(state, active, n, rec, &progs);
+        let live = match &progs {
+            Some(progs) => is_live(state, active, n, rec, progs),
+            None => match rec.state {
+                SlotState::Held => active && state.alive(rec.owner),
+                SlotState::Draining => state.alive(rec.owner),
+                SlotState::Persistent | SlotState::Free => active,
+            },
+        };
         let origin = origins::read(&state.dir, n, rec.prog_id);
+        let pidns = origin.as_ref().and_then(|o| o.pidns);
+        let seen = owner::seen(rec.owner, pidns);
+        let pins = origin.as_ref().and_then(|o| o.map_pins.clone());
+        let pin_dir = if mappins::scoped_dir(&state.dir, &rec.name).exists() {
+            mappins::scoped_dir(&state.dir, &rec.name)
+        } else {
+            pins.clone()
+                .unwrap_or(MapPins::Shared)
+                .dir(&state.dir, &rec.name)
+        };
+        let maps = match map_ids.get(&rec.prog_id) {
+            Some(ids) => mappins::describe(ids, Some(&pin_dir)),
+            // Map ids cannot be read without CAP_SYS_ADMIN: the claim's
+            // own pins are what can be shown.
+            None if progs.is_none() => {
+                mappins::pinned_in(&mappins::scoped_dir(&state.dir, &rec.name))
+            }
+            None => Vec::new(),
+        };
         claims.push(ClaimStatus {
             position,
             slot: n,
@@ -200,6 +264,9 @@ pub(crate) fn read(state: &State) -> Result<Status> {
             link_id: rec.link_id,
             proceed_on: mask_names(control.proceed_on[n].into()),
             owner: rec.owner.pid,
+            owner_pid: seen.as_ref().map(|s| s.pid),
+            owner_pidns: pidns,
+            owner_cgroup: seen.and_then(|s| s.cgroup),
             persistent: rec.state == SlotState::Persistent,
             state: match rec.state {
                 _ if !live => ClaimState::Stale,
@@ -212,6 +279,8 @@ pub(crate) fn read(state: &State) -> Result<Status> {
             claimed_at: rec.claimed_at,
             object: origin.as_ref().map(|o| o.object.clone()),
             program: origin.map(|o| o.program),
+            pin_maps: pins.as_ref().map(MapPins::as_str),
+            maps,
             counters: counters.as_ref().map(|c| c[n].clone()),
         });
     }
@@ -237,6 +306,7 @@ pub(crate) fn read(state: &State) -> Result<Status> {
         active_slots: control.active_count(),
         claims,
         dead: gc::dead(&state.dir),
+        programs_checked: progs.is_some(),
     })
 }
 

@@ -7,22 +7,31 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
-/// Does this process have what BPF and XDP management need: CAP_BPF (or
-/// CAP_SYS_ADMIN), CAP_NET_ADMIN and CAP_SYS_ADMIN (freplace, program
-/// ids)? Read from the effective set in /proc/self/status.
-pub fn is_privileged() -> bool {
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    let Some(eff) = std::fs::read_to_string("/proc/self/status")
+/// CAP_NET_ADMIN's bit.
+pub const CAP_NET_ADMIN: u32 = 12;
+/// CAP_SYS_ADMIN's bit.
+pub const CAP_SYS_ADMIN: u32 = 21;
+/// CAP_BPF's bit.
+pub const CAP_BPF: u32 = 39;
+
+/// This process's effective capabilities (from /proc/self/status); none
+/// if they cannot be read.
+pub fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("CapEff:"))
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
-    else {
-        return false;
-    };
+        .unwrap_or(0)
+}
+
+/// Does this process have what BPF and XDP management need: CAP_BPF (or
+/// CAP_SYS_ADMIN), CAP_NET_ADMIN and CAP_SYS_ADMIN (freplace, program
+/// ids)?
+pub fn is_privileged() -> bool {
+    let eff = effective_caps();
     eff & (1 << CAP_NET_ADMIN) != 0 && eff & (1 << CAP_SYS_ADMIN) != 0
 }
 

@@ -79,7 +79,7 @@ pub struct Upgraded {
 
 /// Upgrades `iface`'s state to [`LAYOUT_VERSION`].
 pub(crate) fn upgrade(root_dir: &Path, iface: &Iface, interrupt_held: bool) -> Result<Upgraded> {
-    root::ensure(root_dir)?;
+    root::ensure(root_dir, crate::privilege::Access::Manage)?;
     let _root_lock = DirLock::exclusive(root_dir)?;
     settle_dead(root_dir, iface)?;
     let dir = root_dir.join(iface.dir_name());
@@ -171,6 +171,7 @@ pub(crate) fn upgrade(root_dir: &Path, iface: &Iface, interrupt_held: bool) -> R
         )
     })?;
     crash::point("upgrade::exchanged")?;
+    keep_maps(&side, &dir)?;
     std::fs::remove_dir_all(&side)
         .map_err(|e| Error::io(format!("removing {}", side.display()), e))?;
     Ok(Upgraded {
@@ -352,6 +353,7 @@ pub(crate) fn settle_dead(root_dir: &Path, iface: &Iface) -> Result<()> {
                     e,
                 )
             })?;
+            keep_maps(&side, &dir)?;
         } else {
             log::info!("removing {name}, left by an upgrade that did not finish");
         }
@@ -370,4 +372,17 @@ fn runs(dir: &Path) -> bool {
     aya::programs::loaded_links()
         .filter_map(|l| l.ok())
         .any(|l| l.program_id() == id)
+}
+
+/// Moves the claims' maps pinned by name (`maps/`) from the old state
+/// directory `old`, about to be removed, to the interface's `dir`: the
+/// carried programs use those maps, and their pins are how users reach them.
+fn keep_maps(old: &Path, dir: &Path) -> Result<()> {
+    let from = old.join(pin::MAPS);
+    let to = dir.join(pin::MAPS);
+    if !from.exists() || to.exists() {
+        return Ok(());
+    }
+    std::fs::rename(&from, &to)
+        .map_err(|e| Error::io(format!("moving {} to {}", from.display(), to.display()), e))
 }

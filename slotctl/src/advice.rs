@@ -59,6 +59,9 @@ pub fn usage_line(rendered: &str, usage: Option<&str>, help: &str) -> String {
 /// The advice for one library error, if there is any to give.
 pub fn advice(e: &Error) -> Option<String> {
     Some(match e {
+        Error::NotPrivileged { .. } if is_root() => {
+            "grant it (the container's or the service's capability set; setpriv and capsh show it)".into()
+        }
         Error::NotPrivileged { .. } => "run it as root (e.g. with sudo)".into(),
         Error::BpffsNotMounted { path } => format!(
             "mount it with 'mount -t bpf bpf {}' or pass another --bpffs root",
@@ -139,6 +142,9 @@ pub fn advice(e: &Error) -> Option<String> {
         },
         Error::NameTaken { .. } => "pick another --name".into(),
         Error::BadName { .. } => "pass another --name".into(),
+        Error::MapPinDirNotBpffs { .. } => {
+            "pass a directory under /sys/fs/bpf (or another bpffs mount)".into()
+        }
         Error::NotHeld { iface, .. }
         | Error::NoSuchClaim { iface, .. }
         | Error::NothingToReplace { iface, .. } => {
@@ -177,4 +183,11 @@ pub fn advice(e: &Error) -> Option<String> {
         Error::NoXdpLink { .. } => "upgrade the kernel".into(),
         _ => return None,
     })
+}
+
+/// Is slotctl running as root (its effective uid, which owns
+/// /proc/self)? Root that lacks a capability is not helped by sudo.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

@@ -33,6 +33,18 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+/// `--pin-maps`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PinMapsArg {
+    /// Under the claim's own directory in its interface's state; removed
+    /// with the claim.
+    Scoped,
+    /// At the top of bpffs (/sys/fs/bpf/NAME), as libbpf does: shared with
+    /// every program, in every namespace, that pins a map of that name;
+    /// left in place.
+    Shared,
+}
+
 /// `--mode`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum ModeArg {
@@ -147,6 +159,15 @@ pub enum Cmd {
         /// size (declared with max_entries 0), e.g. `rx_cnt=64`. Repeatable.
         #[arg(long = "map-size", value_name = "NAME=N", value_parser = parse_map_size)]
         map_size: Vec<(String, u32)>,
+        /// Where maps the program pins by name (LIBBPF_PIN_BY_NAME) go:
+        /// scoped (the claim's own, removed with it) or shared (the top of
+        /// bpffs, as libbpf does, left in place).
+        #[arg(long, value_enum, default_value = "scoped")]
+        pin_maps: PinMapsArg,
+        /// Pin the maps the program pins by name in DIR (on bpffs) instead:
+        /// shared with whoever uses DIR, left in place.
+        #[arg(long, value_name = "DIR", conflicts_with = "pin_maps")]
+        map_pin_dir: Option<PathBuf>,
         /// Hold the slot only while slotctl runs (in the foreground, showing
         /// the program's aya-log output) instead of persistently; released
         /// when slotctl exits.

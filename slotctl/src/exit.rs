@@ -71,7 +71,9 @@ impl Exit {
             Exit::NotFound => {
                 "not found: no such interface, the dispatcher not attached, no such claim"
             }
-            Exit::Permission => "permission: not root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)",
+            Exit::Permission => {
+                "permission: a capability missing (CAP_BPF; to change state also CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+            }
             Exit::Conflict => {
                 "conflict or busy: a foreign XDP program or dispatcher, a name taken, slots full or claimed, a claim held by another process"
             }

@@ -19,11 +19,12 @@ use anyhow::Result;
 use clap::{CommandFactory as _, Parser as _};
 use output::out;
 use slotctl::{
-    cli::{Cli, Cmd},
+    cli::{Cli, Cmd, PinMapsArg},
     exit::Exit,
 };
 use slots_runtime::{
-    ApplyOptions, AttachOptions, ClaimRequest, Desired, Error, ProgramSource, Runtime, SlotRef,
+    ApplyOptions, AttachOptions, ClaimRequest, Desired, Error, MapPins, ProgramSource, Runtime,
+    SlotRef,
 };
 
 fn main() {
@@ -111,6 +112,8 @@ fn run(cli: Cli) -> Result<Exit> {
             proceed_on,
             name,
             map_size,
+            pin_maps,
+            map_pin_dir,
             hold,
             backend,
             mode,
@@ -124,6 +127,11 @@ fn run(cli: Cli) -> Result<Exit> {
             req.name = name;
             req.persistent = !hold;
             req.backend = backend.0;
+            req.pin_maps = match (map_pin_dir, pin_maps) {
+                (Some(dir), _) => MapPins::Dir(dir),
+                (None, PinMapsArg::Scoped) => MapPins::Scoped,
+                (None, PinMapsArg::Shared) => MapPins::Shared,
+            };
             let mut opts = AttachOptions::default();
             opts.mode = mode.into();
             let stop = hold.then(stop_on_signal).transpose()?;
@@ -327,10 +335,7 @@ fn run(cli: Cli) -> Result<Exit> {
             if !slots_runtime::probe::privileged() {
                 // Every BPF load fails unprivileged: the probes would say
                 // nothing about the kernel.
-                return Err(Error::NotPrivileged {
-                    what: "probing what the kernel permits".into(),
-                }
-                .into());
+                return Err(Error::lacking_privileges("probing what the kernel permits").into());
             }
             let r = slots_runtime::probe::report();
             output::probe(&r, json)?;

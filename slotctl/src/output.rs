@@ -365,7 +365,7 @@ pub fn cleaned(c: &Cleaned, json: bool) -> Result<()> {
 fn interface(s: &Status) {
     {
         out!(
-            "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{}{})",
+            "{} (ifindex {}, {} mode, backend {}, dispatcher prog {}, link {}, {} active slot(s){}{}{}{})",
             s.iface,
             s.ifindex,
             s.mode,
@@ -386,6 +386,11 @@ fn interface(s: &Status) {
                     s.iface,
                     slots_runtime::LAYOUT_VERSION
                 )
+            },
+            if s.programs_checked {
+                ""
+            } else {
+                ", programs not checked: listing them needs CAP_SYS_ADMIN"
             }
         );
         if let Some(why) = s.dead {
@@ -407,6 +412,11 @@ fn interface(s: &Status) {
             "OWNER",
         ];
         let mut right = vec![true, true, true, false, true, false, false, false, true];
+        let cgroups = s.claims.iter().any(|c| c.owner_cgroup.is_some());
+        if cgroups {
+            head.push("CGROUP");
+            right.push(false);
+        }
         if s.stats {
             head.extend(["PACKETS", "DROP", "PASS"]);
             right.extend([true, true, true]);
@@ -424,8 +434,11 @@ fn interface(s: &Status) {
                     c.proceed_on.join(","),
                     c.backend.as_str().to_string(),
                     c.state.to_string(),
-                    c.owner.to_string(),
+                    owner(c),
                 ];
+                if cgroups {
+                    row.push(c.owner_cgroup.clone().unwrap_or_else(|| "-".into()));
+                }
                 if let Some(k) = &c.counters {
                     row.extend([k.packets, k.drop, k.pass].map(|n| n.to_string()));
                 } else if s.stats {
@@ -435,7 +448,37 @@ fn interface(s: &Status) {
             })
             .collect();
         Table { head, right, rows }.print();
+        for c in s.claims.iter().filter(|c| !c.maps.is_empty()) {
+            let maps: Vec<String> = c
+                .maps
+                .iter()
+                .map(|m| match &m.pin {
+                    Some(p) => format!("{} (id {}, {p})", m.name, m.id),
+                    None => format!("{} (id {})", m.name, m.id),
+                })
+                .collect();
+            out!("  maps of {}: {}", c.name, maps.join(", "));
+        }
     }
+}
+
+/// A claim's owner as the caller sees it: its pid here while it runs;
+/// the recorded pid when the claim was made in this pid namespace (or by
+/// a version that did not record one); "-" for a process of another
+/// namespace that is not running or not visible from here.
+fn owner(c: &slots_runtime::ClaimStatus) -> String {
+    match (c.owner_pid, c.owner_pidns) {
+        (Some(pid), _) => pid.to_string(),
+        (None, None) => c.owner.to_string(),
+        (None, Some(ns)) if Some(ns) == own_pidns() => c.owner.to_string(),
+        (None, Some(_)) => "-".into(),
+    }
+}
+
+/// This process's pid namespace (inode number).
+fn own_pidns() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
 }
 
 pub fn probe(r: &Report, json: bool) -> Result<()> {

@@ -514,7 +514,7 @@ fn broken_environments_are_refused_in_one_line_and_change_nothing() {
     );
     assert_eq!(
         line,
-        "slotctl: permission denied: probing what the kernel permits needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN, which this process lacks; run it as root (e.g. with sudo)"
+        "slotctl: permission denied: probing what the kernel permits needs CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN (have: none of them); run it as root (e.g. with sudo)"
     );
     println!("figures: bad_input environments tried={}", w.tried);
 }

@@ -1,5 +1,6 @@
 //! The initramfs of the VM suite: busybox, iproute2's `ip` (busybox's lacks
-//! `netns`), bpftool for a feature probe, the test executables and slotctl
+//! `netns`), bpftool for a feature probe, util-linux's `unshare` and
+//! `setpriv` for the containers suite, the test executables and slotctl
 //! (without debug info), every shared library they load, the kernel's
 //! modules, and an `/init` that runs the tests and powers off.
 use std::{
@@ -26,6 +27,10 @@ const HOST_TOOLS: &[(&str, &[&str], bool)] = &[
         &["/usr/sbin/bpftool", "/usr/bin/bpftool"],
         false,
     ),
+    // util-linux's: the containers suite needs `unshare --kill-child`
+    // (busybox's lacks it) and `setpriv` (busybox has none).
+    ("/usr/bin/unshare", &["/usr/bin/unshare"], false),
+    ("/usr/bin/setpriv", &["/usr/bin/setpriv"], false),
 ];
 
 const BUSYBOX: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
