@@ -678,13 +678,16 @@ impl Runtime {
                 (Action::Claim, Some(w)) => Some(self.claim_wanted(w, true)?),
                 (Action::Replace, Some(w)) => {
                     // A claim whose origin was never recorded is one a
-                    // killed apply made, or one made before origins were
-                    // kept: apply takes it over.
+                    // killed apply made (its maps pinned as the file
+                    // says), or one made before origins were kept: apply
+                    // takes it over. A recorded policy equals the file's
+                    // here (a change is a reclaim).
                     let r = self.replace_marked(
                         &w.claim.interface,
                         &SlotRef::Name(w.prep.name.clone()),
                         &w.src,
                         Some(step.applied),
+                        Some(&w.pin_maps),
                     )?;
                     Some(r.new_prog_id)
                 }

@@ -274,21 +274,25 @@ impl Runtime {
         which: &SlotRef,
         program: &ProgramSource,
     ) -> Result<ProgramReplaced> {
-        self.replace_marked(iface, which, program, None)
+        self.replace_marked(iface, which, program, None, None)
     }
 
     /// [`Runtime::replace`]; the new program keeps the old one's `apply`
-    /// mark, or takes `mark` where one is given.
+    /// mark and map pin policy, or takes `mark` and `pins` where given.
     fn replace_marked(
         &self,
         iface: &str,
         which: &SlotRef,
         program: &ProgramSource,
         mark: Option<bool>,
+        pins: Option<&MapPins>,
     ) -> Result<ProgramReplaced> {
         let mut ins = program::inspect(program)?;
         let (_lock, mut state) = self.open(&Iface::resolve(iface)?, true)?;
-        let pins = pins_of_claim(&state, which)?;
+        let pins = match pins {
+            Some(p) => p.clone(),
+            None => pins_of_claim(&state, which)?,
+        };
         ins.map_pin_dir = Some(pins.dir(&state.dir, &claim_name(&state, which)?));
         let (replaced, claimed) = replace::replace(&mut state, which, program, &ins, None)?;
         let applied = mark.unwrap_or_else(|| {
