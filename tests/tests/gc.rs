@@ -147,7 +147,7 @@ impl Objects {
                 .filter_map(|p| p.ok().map(|p| p.id()))
                 .filter(|id| self.progs.contains(id))
                 .collect();
-            let maps: BTreeSet<u32> = map_ids()
+            let maps: BTreeSet<u32> = support::map_ids()
                 .into_iter()
                 .filter(|id| self.maps.contains(id))
                 .collect();
@@ -164,48 +164,6 @@ impl Objects {
                 ))
             }
         })
-    }
-}
-
-/// Ids of every map in the kernel, listed with BPF_MAP_GET_NEXT_ID alone.
-/// Opening a map by id (as `aya::maps::loaded_maps` and `bpftool map
-/// show` do) while the last pin of a program array goes would race the
-/// kernel's deferred clearing of that array: a second release of its user
-/// references while the first clearing is still queued keeps it in the
-/// kernel for good (seen here: prog_arrays with no pin, fd or program left
-/// over). Listing ids takes no reference.
-fn map_ids() -> BTreeSet<u32> {
-    #[repr(C)]
-    struct Attr {
-        start_id: u32,
-        next_id: u32,
-        open_flags: u32,
-    }
-    const BPF_MAP_GET_NEXT_ID: libc::c_long = 12;
-    let mut ids = BTreeSet::new();
-    let mut attr = Attr {
-        start_id: 0,
-        next_id: 0,
-        open_flags: 0,
-    };
-    loop {
-        // SAFETY: bpf(2) reads and writes `attr`, a live repr(C) prefix of
-        // `union bpf_attr` for this command.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_GET_NEXT_ID,
-                &raw mut attr,
-                std::mem::size_of::<Attr>(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "listing map ids: {e}");
-            return ids;
-        }
-        ids.insert(attr.next_id);
-        attr.start_id = attr.next_id;
     }
 }
 

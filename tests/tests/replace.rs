@@ -9,78 +9,22 @@
 //! here depends on how long anything takes.
 mod support;
 
-use std::time::Duration;
-
-use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
 use integration_tests::{
     env::{TestEnv, read_counter},
     progs,
 };
 use slots_runtime::{Claim, ClaimState, ProgramSource, SlotRef};
 use support::{
-    OnSendError, PacedSender, check_whole, claim_args, eventually, snapshot, spawn_slotctl, stderr,
-    stdout,
+    check_whole, claim_args,
+    counters::{count, counted_more, counter_map, steady_traffic as traffic},
+    snapshot, spawn_slotctl, stderr, stdout,
 };
 
-/// One datagram every this many microseconds.
-const PACE_US: u64 = 200;
-/// At most this many datagrams, whatever happens.
-const MAX_PACKETS: u64 = 1_000_000;
 /// Replaces per test.
 const REPLACES: usize = 6;
 /// Packets the claim's program must count before the next replace, so that
 /// every program of the sequence runs on traffic.
 const BETWEEN: u64 = 50;
-
-/// The per-CPU `COUNTER` map of the loaded program `prog`, opened so that
-/// it outlives the program (a replaced program is unloaded with its maps).
-fn counter_map(prog: u32) -> PerCpuArray<MapData, u64> {
-    let info = aya::programs::loaded_programs()
-        .filter_map(|p| p.ok())
-        .find(|p| p.id() == prog)
-        .unwrap_or_else(|| panic!("program {prog} is not loaded"));
-    for id in info.map_ids().unwrap().unwrap_or_default() {
-        let m = MapInfo::from_id(id).unwrap();
-        if m.name_as_str() == Some("COUNTER") {
-            let data = MapData::from_id(id).unwrap();
-            return PerCpuArray::try_from(Map::PerCpuArray(data)).unwrap();
-        }
-    }
-    panic!("program {prog} has no COUNTER map")
-}
-
-fn count(map: &PerCpuArray<MapData, u64>) -> u64 {
-    map.get(&0, 0).unwrap().iter().sum()
-}
-
-/// Steady traffic: a bounded sender at [`PACE_US`] into a bound receiver
-/// (so that datagrams are not refused with ICMP; what arrives there is
-/// not counted).
-fn traffic(env: &TestEnv) -> PacedSender {
-    let rx = env.pair.receiver(0).unwrap();
-    let port = rx.local_addr().unwrap().port();
-    let tx = env.pair.sender(port).unwrap();
-    PacedSender::start(
-        tx,
-        Duration::from_micros(PACE_US),
-        MAX_PACKETS,
-        OnSendError::Count,
-        rx,
-    )
-}
-
-/// Waits until `map` has counted `n` more packets than `from`.
-fn counted_more(map: &PerCpuArray<MapData, u64>, from: u64, n: u64) {
-    eventually(support::KERNEL_PATIENCE, || {
-        let c = count(map);
-        if c >= from + n {
-            Ok(())
-        } else {
-            Err(format!("{} of {n} packets counted", c - from))
-        }
-    })
-    .unwrap_or_else(|e| panic!("traffic stalled: {e}"));
-}
 
 /// The two counting objects, taking turns (each load has its own counter).
 fn object(i: usize) -> &'static str {

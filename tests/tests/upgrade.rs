@@ -9,50 +9,19 @@
 //! for: nothing here depends on how long anything takes.
 mod support;
 
-use std::time::Duration;
-
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData};
 use dispatcher_common::{Control, LAYOUT_VERSION};
 use integration_tests::env::TestEnv;
 use slotctl::exit::Exit;
 use slots_runtime::{ClaimState, pin};
 use support::{
-    KERNEL_PATIENCE, OnSendError, PacedSender, check_whole, claim_args,
-    counters::{count, counter_map},
+    KERNEL_PATIENCE, check_whole, claim_args,
+    counters::{count, counted_more, counter_map, steady_traffic as traffic},
     eventually, layout1, listing, snapshot, spawn_slotctl, stderr, stdout,
 };
 
-/// One datagram every this many microseconds.
-const PACE_US: u64 = 200;
-/// At most this many datagrams, whatever happens.
-const MAX_PACKETS: u64 = 1_000_000;
 /// Packets counted before the upgrade and after it.
 const BETWEEN: u64 = 100;
-
-fn counted_more(map: &PerCpuArray<MapData, u64>, from: u64, n: u64) {
-    eventually(KERNEL_PATIENCE, || {
-        let c = count(map);
-        if c >= from + n {
-            Ok(())
-        } else {
-            Err(format!("{} of {n} packets counted", c - from))
-        }
-    })
-    .unwrap_or_else(|e| panic!("traffic stalled: {e}"));
-}
-
-fn traffic(env: &TestEnv) -> PacedSender {
-    let rx = env.pair.receiver(0).unwrap();
-    let port = rx.local_addr().unwrap().port();
-    let tx = env.pair.sender(port).unwrap();
-    PacedSender::start(
-        tx,
-        Duration::from_micros(PACE_US),
-        MAX_PACKETS,
-        OnSendError::Count,
-        rx,
-    )
-}
 
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
@@ -63,9 +32,9 @@ fn args(a: &[&str]) -> Vec<String> {
 fn gone(id: u32, map: bool) {
     eventually(KERNEL_PATIENCE, || {
         let present = if map {
-            aya::maps::loaded_maps()
-                .filter_map(|m| m.ok())
-                .any(|m| m.id() == id)
+            // By id alone: opening maps by id may keep a program array
+            // being freed (see `support::map_ids`).
+            support::map_ids().contains(&id)
         } else {
             aya::programs::loaded_programs()
                 .filter_map(|p| p.ok())
