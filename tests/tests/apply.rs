@@ -223,6 +223,77 @@ fn export_detach_apply_restores_the_claims_and_a_rerun_changes_nothing() {
     assert_eq!(body(&re), body(&exported));
 }
 
+/// The map pin policy goes through export and apply: a claim whose maps
+/// are pinned in a directory of the user's comes back pinned there (the
+/// same map, reused by name, so what was written into it still holds); a
+/// file that then says `scoped` re-claims it with maps of its own.
+#[test]
+fn the_map_pin_policy_goes_through_export_and_apply() {
+    let _kernel = shared();
+    let env = TestEnv::new().unwrap();
+    let ifc = env.pair.rx_if.clone();
+    std::fs::create_dir_all(&env.root).unwrap();
+    let pins = env.root.join("pins");
+    let mut c = claim_args(&env, "filter_ports.o", 10, "filter");
+    c.extend(["--map-pin-dir".into(), pins.display().to_string()]);
+    run_ok(&env, &args_of(&c));
+    let map_of = |st: &Status| -> (u32, Option<String>) {
+        let m = &st.claims[0].maps;
+        assert_eq!(m.len(), 1, "{m:?}");
+        (m[0].id, m[0].pin.clone())
+    };
+    let (id, pin) = map_of(&status(&env));
+    assert_eq!(pin, Some(pins.join("filter_ports").display().to_string()));
+
+    let exported = run_ok(&env, &["export", &ifc]);
+    assert!(
+        exported.contains(&format!("pin_maps = \"{}\"", pins.display())),
+        "{exported}"
+    );
+    let d = Dir::new();
+    let file = d.put("node.toml", exported.as_bytes());
+    run_ok(&env, &["detach", &ifc, "--force"]);
+    let out = apply(&env, &file, &[]);
+    assert_eq!(actions(&out), [("claim".into(), "filter".into())], "{out}");
+    let st = status(&env);
+    assert_eq!(st.claims[0].pin_maps, Some("dir"));
+    assert_eq!(
+        map_of(&st),
+        (id, pin.clone()),
+        "the user's pinned map, reused"
+    );
+    assert!(all_keep(&apply(&env, &file, &[])));
+
+    // The file now says scoped: the claim is made again, its map its own.
+    let scoped = d.put(
+        "scoped.toml",
+        exported
+            .replace(
+                &format!("pin_maps = \"{}\"", pins.display()),
+                "pin_maps = \"scoped\"",
+            )
+            .as_bytes(),
+    );
+    let out = apply(&env, &scoped, &[]);
+    assert_eq!(
+        actions(&out),
+        [("reclaim".into(), "filter".into())],
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("pin_maps {} -> scoped", pins.display())),
+        "{out}"
+    );
+    let st = status(&env);
+    assert_eq!(st.claims[0].pin_maps, Some("scoped"));
+    let (new_id, new_pin) = map_of(&st);
+    assert_ne!(new_id, id, "a map of the claim's own");
+    assert!(new_pin.is_some_and(|p| p.starts_with(&st.dir)));
+    assert!(all_keep(&apply(&env, &scoped, &[])));
+    run_ok(&env, &["detach", &ifc, "--force"]);
+    std::fs::remove_dir_all(&pins).unwrap();
+}
+
 fn args_of(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
