@@ -34,9 +34,16 @@ pub fn boot(
     let mut file =
         std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = Command::new("qemu-system-x86_64");
+    // One host thread runs every vCPU (`thread=single`): with a thread per
+    // vCPU, a vCPU may still run code another has just rewritten. The
+    // kernel rewrites its XDP dispatcher (int3 patching) whenever an XDP
+    // program changes, and a packet on the other vCPU then trapped on a
+    // stale int3 ("Oops: int3" in bpf_dispatcher_xdp_func, seen once in
+    // an upgrade under traffic on 6.12). This host has two cores for two
+    // VMs, so a thread per vCPU bought no speed.
     cmd.args([
         "-accel",
-        "tcg",
+        "tcg,thread=single",
         "-cpu",
         "max",
         "-smp",
