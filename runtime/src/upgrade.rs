@@ -205,45 +205,9 @@ fn build(
         let mut rec = old.record(n)?;
         if rec.backend == Some(Backend::Freplace) {
             rec.link_id = relink(side, &new_dispatcher, n, rec.prog_id)?;
-            new.write_record(n, &rec)?;
-            origins::copy(dir, side, n, rec.prog_id)?;
-            carried.push(Carried {
-                position,
-                slot: n,
-                name: rec.name.clone(),
-                prio: rec.prio,
-                prog_id: rec.prog_id,
-            });
-            continue;
+        } else {
+            refill(dir, side, old, n, rec.prog_id)?;
         }
-        // The program the old slot array really runs.
-        let old_array = MapData::from_pin(dir.join(pin::prog(n)))
-            .map_err(|e| Error::kernel(format!("opening slot {n}'s old program array"), e))?;
-        let id = sys::map_lookup(old_array.fd().as_fd(), 0, 4)
-            .map_err(|e| Error::io(format!("reading slot {n}'s old program array"), e))?
-            .map(|v| u32::from_ne_bytes(v[..4].try_into().expect("4 bytes")));
-        let Some(id) = id.filter(|&id| id == rec.prog_id) else {
-            return Err(old.corrupt(
-                pin::SLOTS,
-                format!(
-                    "slot {n}'s record names program {} but its array holds {id:?}",
-                    rec.prog_id
-                ),
-            ));
-        };
-        let prog = aya::programs::loaded_programs()
-            .filter_map(|p| p.ok())
-            .find(|p| p.id() == id)
-            .ok_or_else(|| old.corrupt(pin::SLOTS, format!("slot {n}'s program {id} is gone")))?
-            .fd()
-            .map_err(|e| Error::kernel(format!("opening program {id}"), e))?;
-        let data = MapData::from_pin(side.join(pin::prog(n)))
-            .map_err(|e| Error::kernel(format!("opening slot {n}'s program array"), e))?;
-        let mut map = Map::ProgramArray(data);
-        ProgramArray::try_from(&mut map)
-            .map_err(|e| Error::kernel("opening a slot's program array", e))?
-            .set(0, &prog, 0)
-            .map_err(|e| Error::kernel(format!("filling slot {n} of the new dispatcher"), e))?;
         new.write_record(n, &rec)?;
         origins::copy(dir, side, n, rec.prog_id)?;
         carried.push(Carried {
@@ -251,7 +215,7 @@ fn build(
             slot: n,
             name: rec.name.clone(),
             prio: rec.prio,
-            prog_id: id,
+            prog_id: rec.prog_id,
         });
     }
     // No packet reads this dispatcher yet: the order is written at once.
@@ -273,21 +237,55 @@ fn build(
     Ok((dispatcher::pinned_program(side)?, carried))
 }
 
+/// Puts the program of the persistent tail-call claim of slot `n` (the
+/// one `dir`'s slot array really runs, checked against its record's
+/// `prog_id`) into the same slot's array in `side`.
+fn refill(dir: &Path, side: &Path, old: &State, n: usize, prog_id: u32) -> Result<()> {
+    let old_array = MapData::from_pin(dir.join(pin::prog(n)))
+        .map_err(|e| Error::kernel(format!("opening slot {n}'s old program array"), e))?;
+    let id = sys::map_lookup(old_array.fd().as_fd(), 0, 4)
+        .map_err(|e| Error::io(format!("reading slot {n}'s old program array"), e))?
+        .map(|v| u32::from_ne_bytes(v[..4].try_into().expect("4 bytes")));
+    let Some(id) = id.filter(|&id| id == prog_id) else {
+        return Err(old.corrupt(
+            pin::SLOTS,
+            format!("slot {n}'s record names program {prog_id} but its array holds {id:?}"),
+        ));
+    };
+    let prog = program_by_id(id)
+        .ok_or_else(|| old.corrupt(pin::SLOTS, format!("slot {n}'s program {id} is gone")))?
+        .map_err(|e| Error::kernel(format!("opening program {id}"), e))?;
+    let data = MapData::from_pin(side.join(pin::prog(n)))
+        .map_err(|e| Error::kernel(format!("opening slot {n}'s program array"), e))?;
+    let mut map = Map::ProgramArray(data);
+    ProgramArray::try_from(&mut map)
+        .map_err(|e| Error::kernel("opening a slot's program array", e))?
+        .set(0, &prog, 0)
+        .map_err(|e| Error::kernel(format!("filling slot {n} of the new dispatcher"), e))?;
+    Ok(())
+}
+
+/// A descriptor of the loaded program `id`, if it is loaded (aya opens
+/// programs by id only while listing them).
+fn program_by_id(id: u32) -> Option<std::result::Result<ProgramFd, aya::programs::ProgramError>> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .find(|p| p.id() == id)
+        .map(|p| p.fd())
+}
+
 /// Links the extension `prog_id` (a persistent freplace claim of slot `n`)
 /// over the new dispatcher's `slot_N` too (an extension may have links to
 /// several targets with the same signature) and pins that link as `ext_N`
 /// in `side`. Returns the new link's id.
 fn relink(side: &Path, target: &ProgramFd, n: usize, prog_id: u32) -> Result<u32> {
-    let prog = aya::programs::loaded_programs()
-        .filter_map(|p| p.ok())
-        .find(|p| p.id() == prog_id)
+    let prog = program_by_id(prog_id)
         .ok_or_else(|| {
             Error::io(
                 format!("finding slot {n}'s program {prog_id}"),
                 std::io::Error::from_raw_os_error(libc::ENOENT),
             )
         })?
-        .fd()
         .map_err(|e| Error::kernel(format!("opening program {prog_id}"), e))?;
     // aya takes an existing extension from a pin only.
     let tmp = side.join(format!("extprog_{n}"));
