@@ -9,7 +9,7 @@
 //! for: nothing here depends on how long anything takes.
 mod support;
 
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
 use dispatcher_common::{Control, LAYOUT_VERSION};
 use integration_tests::env::TestEnv;
 use slotctl::exit::Exit;
@@ -22,6 +22,28 @@ use support::{
 
 /// Packets counted before the upgrade and after it.
 const BETWEEN: u64 = 100;
+
+/// `slotctl upgrade` of the pair's receiving interface under steady
+/// traffic, [`BETWEEN`] packets counted by `first` before it and after it;
+/// then the traffic stops and every datagram is accounted for. Returns
+/// the upgrade's output, the packets that reached XDP, and what `first` and
+/// `second` counted.
+fn upgrade_under_traffic(
+    env: &TestEnv,
+    first: &PerCpuArray<MapData, u64>,
+    second: &PerCpuArray<MapData, u64>,
+) -> (std::process::Output, u64, u64, u64) {
+    let base = env.pair.counters().unwrap();
+    let sender = traffic(env);
+    counted_more(first, 0, BETWEEN);
+    let o = env.slotctl(&["upgrade", &env.pair.rx_if]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = count(first);
+    counted_more(first, after, BETWEEN);
+    let sent = sender.stop();
+    let reached = env.pair.accounted(base, sent).unwrap();
+    (o, reached, count(first), count(second))
+}
 
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
@@ -107,11 +129,7 @@ fn a_layout_1_state_is_shown_refused_for_changes_and_upgraded_under_traffic() {
     // Upgrade under traffic.
     let first = counter_map(ids[0]);
     let middle = counter_map(ids[1]);
-    let base = env.pair.counters().unwrap();
-    let sender = traffic(&env);
-    counted_more(&first, 0, BETWEEN);
-    let o = env.slotctl(&["upgrade", &ifc]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, reached, f, m) = upgrade_under_traffic(&env, &first, &middle);
     let st = support::status(&env);
     assert_eq!(
         stdout(&o).trim_end(),
@@ -120,12 +138,7 @@ fn a_layout_1_state_is_shown_refused_for_changes_and_upgraded_under_traffic() {
             st.prog_id
         )
     );
-    let after = count(&first);
-    counted_more(&first, after, BETWEEN);
-    let sent = sender.stop();
-    let reached = env.pair.accounted(base, sent).unwrap();
-    let (f, m) = (count(&first), count(&middle));
-    println!("figures: sent={sent} reached={reached} first={f} middle={m}");
+    println!("figures: reached={reached} first={f} middle={m}");
     assert_eq!(
         f, reached,
         "every packet that reached XDP met the chain, once"
@@ -414,19 +427,9 @@ fn a_persistent_freplace_claim_is_carried_under_traffic() {
     // Layout 1 ran slots in slot order: priorities follow the slots.
     let (ext, old_link) = layout1::claim_freplace(&dir, 1, 50, "ext", "xdp_count");
     let last = layout1::claim(&dir, 2, 90, "last", "xdp_pass");
-    let ifc = env.pair.rx_if.clone();
     let (fm, em) = (counter_map(first), counter_map(ext));
-    let base = env.pair.counters().unwrap();
-    let sender = traffic(&env);
-    counted_more(&fm, 0, BETWEEN);
-    let o = env.slotctl(&["upgrade", &ifc]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let after = count(&fm);
-    counted_more(&fm, after, BETWEEN);
-    let sent = sender.stop();
-    let reached = env.pair.accounted(base, sent).unwrap();
-    let (f, e) = (count(&fm), count(&em));
-    println!("figures: freplace sent={sent} reached={reached} first={f} ext={e}");
+    let (_, reached, f, e) = upgrade_under_traffic(&env, &fm, &em);
+    println!("figures: freplace reached={reached} first={f} ext={e}");
     assert_eq!(
         f, reached,
         "every packet that reached XDP met the chain, once"
