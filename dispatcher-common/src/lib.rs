@@ -124,6 +124,29 @@ pub const fn has_prog_array(n: usize) -> bool {
     n < SLOT_COUNT && n % PROG_ARRAY_PATTERN.0 < PROG_ARRAY_PATTERN.1
 }
 
+/// The slot the runtime gives the claim at run position `p` when claims
+/// arrive in run order with the tail-call backend: the `p`-th slot with a
+/// program array (placement takes the lowest free slot the backend can
+/// fill). With freplace it is slot `p` itself. The dispatcher tests these
+/// two first at each inlined run position, so a chain claimed in run order
+/// (a boot-time `apply`, claims in ascending priority) skips the tree of
+/// compares that reaches any other slot. `SLOT_COUNT` when there is no such
+/// slot.
+pub const fn in_order_slot(p: usize) -> usize {
+    let mut seen = 0;
+    let mut n = 0;
+    while n < SLOT_COUNT {
+        if has_prog_array(n) {
+            if seen == p {
+                return n;
+            }
+            seen += 1;
+        }
+        n += 1;
+    }
+    SLOT_COUNT
+}
+
 /// Number of slots with a program array.
 pub const TAIL_CALL_SLOTS: usize = {
     let mut n = 0;
@@ -187,8 +210,9 @@ pub mod names {
     pub const SLOT_FN_PREFIX: &str = "slot_";
     /// The replaceable chain-decision function.
     pub const CHAIN_FN: &str = "chain_decide";
-    /// `Array<Control>`, one entry.
-    pub const CONTROL_MAP: &str = "CONTROL";
+    /// `Array<Control>`, one entry: the global `CONTROL` in its own data
+    /// section, which names the map the loader makes of it.
+    pub const CONTROL_MAP: &str = ".data.CONTROL";
     /// `Array<SlotConfig>`, one entry per slot.
     pub const SLOTS_MAP: &str = "SLOTS";
     /// `PerCpuArray<SlotStats>`, one entry per slot.
@@ -304,6 +328,28 @@ pub struct Control {
 
 /// Padding after [`Control::proceed_on`].
 pub const CONTROL_PAD: usize = (8 - (2 + 2 * (1 + SLOT_COUNT) + SLOT_COUNT) % 8) % 8;
+
+impl Control {
+    /// All zero: the dispatcher's initial image of the record, which the
+    /// runtime overwrites before attaching.
+    pub const ZERO: Self = Self {
+        flags: 0,
+        magic: 0,
+        version: 0,
+        backend: 0,
+        ifindex: 0,
+        mode: 0,
+        netns_cookie: 0,
+        ifname: [0; 16],
+        chain_prog_id: 0,
+        _reserved: 0,
+        current: 0,
+        settled: 0,
+        tables: [RunTable::EMPTY; 2],
+        proceed_on: [0; SLOT_COUNT],
+        _pad: [0; CONTROL_PAD],
+    };
+}
 
 impl Default for Control {
     fn default() -> Self {
@@ -484,5 +530,16 @@ mod tests {
             assert!(n <= PROG_ARRAY_BUDGET, "{slots} slots: {n} arrays");
             assert!(n >= slots.min(MAX_TAIL_CALLS), "{slots} slots: {n} arrays");
         }
+    }
+
+    /// The in-order slots are the slots with arrays, in order, then none.
+    #[test]
+    fn in_order_slots_are_the_arrays_in_order() {
+        let mut arrays = (0..SLOT_COUNT).filter(|&n| has_prog_array(n));
+        for (p, n) in arrays.by_ref().enumerate() {
+            assert_eq!(in_order_slot(p), n);
+        }
+        assert_eq!(in_order_slot(6), 10);
+        assert_eq!(in_order_slot(TAIL_CALL_SLOTS), SLOT_COUNT);
     }
 }

@@ -28,11 +28,30 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dispatcher_common::{
-    Control, FLAG_CUSTOM_CHAIN, FLAG_STATS, RunTable, SLOT_COUNT, SLOT_EMPTY, SlotConfig, SlotStats,
+    Control, FLAG_CUSTOM_CHAIN, FLAG_STATS, RunTable, SLOT_COUNT, SLOT_EMPTY, SlotConfig,
+    SlotStats, in_order_slot,
 };
 
-#[map]
-static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+/// The control record: one global in a data section of its own, which
+/// the loader makes a one-entry array map. The code reaches it as a direct
+/// pointer to the map's value (a constant address, `BPF_PSEUDO_MAP_VALUE`)
+/// rather than through a map lookup: no key on the stack, no index
+/// arithmetic, no null test, before a packet learns that no slot is active.
+/// Zero here; the runtime writes it before attaching. `no_mangle` keeps it
+/// visible outside this object, so the compiler cannot treat it as the
+/// constant it starts as.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.CONTROL")]
+static mut CONTROL: Control = Control::ZERO;
+
+/// The control record as packets see it.
+#[inline(always)]
+fn control() -> &'static Control {
+    // SAFETY: the map value lives as long as the program; only userspace
+    // writes it, with single stores to what a packet reads once (see
+    // "Run order" in docs/design.md).
+    unsafe { &*core::ptr::addr_of!(CONTROL) }
+}
 
 /// The claim records. Only userspace reads them; declared here so that they
 /// are created, pinned and removed with the dispatcher.
@@ -97,10 +116,7 @@ pub extern "C" fn chain_decide(ctx: *mut xdp_md, slot: u32, action: u32) -> i32 
     if ctx.is_null() {
         return 0;
     }
-    match CONTROL.get(0) {
-        Some(c) => proceeds(c, slot as usize, action) as i32,
-        None => 0,
-    }
+    proceeds(control(), slot as usize, action) as i32
 }
 
 /// The default chain rule: go on iff the slot's proceed-on mask has the
@@ -180,7 +196,18 @@ macro_rules! position {
         }
         let slot = $table.order[$p] as u32;
         let verdict = if $p < INLINE_POSITIONS && !$stats && !$chain {
-            step::<$stats, $chain, true>($ctx, $control, slot)
+            // The slots claims in run order get (tail call, freplace):
+            // constants, so the call and the chain rule's mask need no
+            // tree and no index; any other slot goes through the tree.
+            const TAIL_CALL: u32 = in_order_slot($p) as u32;
+            const FREPLACE: u32 = $p;
+            if slot == TAIL_CALL {
+                step::<$stats, $chain, true>($ctx, $control, TAIL_CALL)
+            } else if FREPLACE != TAIL_CALL && slot == FREPLACE {
+                step::<$stats, $chain, true>($ctx, $control, FREPLACE)
+            } else {
+                step::<$stats, $chain, true>($ctx, $control, slot)
+            }
         } else {
             step::<$stats, $chain, false>($ctx, $control, slot)
         };
@@ -213,16 +240,20 @@ fn walk<const STATS: bool, const CHAIN: bool>(
 // the empty dispatcher itself.
 #[inline(always)]
 pub fn xdp_slots(ctx: XdpContext) -> u32 {
-    let Some(control) = CONTROL.get(0) else {
-        return xdp_action::XDP_PASS;
-    };
+    let control = control();
     // `current` is read once: the packet then follows that table only,
     // which userspace never writes while a packet may read it.
-    let table = if control.current & 1 == 0 {
+    // SAFETY: reads a field of the control record.
+    let current = unsafe { read_volatile(&control.current) };
+    let table = if current & 1 == 0 {
         &control.tables[0]
     } else {
         &control.tables[1]
     };
+    // The table's address is a constant plus the choice above, which the
+    // compiler would otherwise work out again at every run position (five
+    // instructions each); made opaque, it is worked out once.
+    let table = core::hint::black_box(table);
     let len = table.len as u32;
     // No active slot: the whole dispatcher is this test.
     if len == 0 {

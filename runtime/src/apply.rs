@@ -316,8 +316,9 @@ impl fmt::Display for Step {
 }
 
 /// The steps that make the node match the files, in order: releases,
-/// then claims, replaces and re-claims in the files' order, keeps and
-/// leaves shown where they fall.
+/// then claims, replaces and re-claims in run order (by priority, the
+/// files' order among equal priorities), keeps and leaves shown where they
+/// fall.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Plan {
@@ -510,7 +511,13 @@ fn plan(rt: &Runtime, wants: &[Want], prune: bool) -> Result<Plan> {
             });
         }
     }
-    for (i, w) in wants.iter().enumerate() {
+    // Claims in run order (priority; the files' order among equals, which
+    // is also their run order): each then gets the slot the dispatcher
+    // tests first at its run position (`dispatcher_common::in_order_slot`).
+    let mut in_run_order: Vec<usize> = (0..wants.len()).collect();
+    in_run_order.sort_by_key(|&i| wants[i].prep.prio);
+    for i in in_run_order {
+        let w = &wants[i];
         let iface = &w.claim.interface;
         let have = node.get(iface).and_then(|c| c.get(&w.prep.name));
         let step = |action, why: String, have: Option<&Have>| Step {

@@ -4,7 +4,7 @@
 //! tail-call claims); the dispatcher object is the one layout 1 shipped
 //! (`tests/fixtures/dispatcher-layout1.o`, see tests/fixtures/README.md).
 //!
-//! What differed from layout 2: `CONTROL`'s value (below): an active
+//! What differed from layout 2: `CONTROL`'s value (`integration_tests::layout1`): an active
 //! bitmap instead of the run tables, and slots ran in slot order. Map
 //! names, the `SLOTS` records, `STATS`, the pin names (`link`,
 //! `dispatcher`, `control`, `slots`, `stats`, `prog_N`) and the directory
@@ -23,95 +23,7 @@ use dispatcher_common::{
 use integration_tests::{env::TestEnv, progs};
 use slots_runtime::{Iface, pin};
 
-/// The layout-1 dispatcher object.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../fixtures/dispatcher-layout1.o");
-
-/// The dispatcher program's name in layout 1's object (layout 2 renamed
-/// it `xdp_slots`).
-pub const PROGRAM: &str = "dispatcher";
-
-/// Layout 1's version number.
-pub const VERSION: u32 = 1;
-
-/// Layout 1's `CONTROL` value, field by field (`repr(C)`, 176 bytes):
-/// `active: [u64; 2]` (bit `n % 64` of word `n / 64`: slot n runs), then
-/// `flags, magic, version, backend, ifindex, mode: u32`, `netns_cookie:
-/// u64`, `ifname: [u8; 16]`, `chain_prog_id, _reserved: u32`,
-/// `proceed_on: [u8; 100]`, `walk_end: u8` (one past the highest active
-/// slot), `_pad: [u8; 3]`.
-#[derive(Clone, Copy, Debug)]
-pub struct ControlV1 {
-    pub active: [u64; 2],
-    pub flags: u32,
-    pub magic: u32,
-    pub version: u32,
-    pub backend: u32,
-    pub ifindex: u32,
-    pub mode: u32,
-    pub netns_cookie: u64,
-    pub ifname: [u8; 16],
-    pub chain_prog_id: u32,
-    pub proceed_on: [u8; SLOT_COUNT],
-    pub walk_end: u8,
-}
-
-/// Size of [`ControlV1`] in the map.
-pub const CONTROL_SIZE: usize = 176;
-
-impl ControlV1 {
-    pub fn to_bytes(self) -> [u8; CONTROL_SIZE] {
-        let mut b = [0u8; CONTROL_SIZE];
-        b[0..8].copy_from_slice(&self.active[0].to_ne_bytes());
-        b[8..16].copy_from_slice(&self.active[1].to_ne_bytes());
-        for (i, v) in [
-            self.flags,
-            self.magic,
-            self.version,
-            self.backend,
-            self.ifindex,
-            self.mode,
-        ]
-        .iter()
-        .enumerate()
-        {
-            b[16 + 4 * i..20 + 4 * i].copy_from_slice(&v.to_ne_bytes());
-        }
-        b[40..48].copy_from_slice(&self.netns_cookie.to_ne_bytes());
-        b[48..64].copy_from_slice(&self.ifname);
-        b[64..68].copy_from_slice(&self.chain_prog_id.to_ne_bytes());
-        b[72..172].copy_from_slice(&self.proceed_on);
-        b[172] = self.walk_end;
-        b
-    }
-
-    pub fn from_bytes(b: &[u8; CONTROL_SIZE]) -> Self {
-        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
-        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap());
-        Self {
-            active: [u64_at(0), u64_at(8)],
-            flags: u32_at(16),
-            magic: u32_at(20),
-            version: u32_at(24),
-            backend: u32_at(28),
-            ifindex: u32_at(32),
-            mode: u32_at(36),
-            netns_cookie: u64_at(40),
-            ifname: b[48..64].try_into().unwrap(),
-            chain_prog_id: u32_at(64),
-            proceed_on: b[72..172].try_into().unwrap(),
-            walk_end: b[172],
-        }
-    }
-
-    /// Sets slot `n`'s active bit and keeps `walk_end` right.
-    pub fn activate(&mut self, n: usize) {
-        self.active[n / 64] |= 1 << (n % 64);
-        let highest = (0..SLOT_COUNT)
-            .rev()
-            .find(|&s| self.active[s / 64] & (1 << (s % 64)) != 0);
-        self.walk_end = highest.map_or(0, |h| h as u8 + 1);
-    }
-}
+pub use integration_tests::layout1::*;
 
 fn control_map(dir: &Path) -> Array<MapData, [u8; CONTROL_SIZE]> {
     Array::try_from(aya::maps::Map::Array(
@@ -156,7 +68,7 @@ pub fn attach(env: &TestEnv) -> PathBuf {
     };
     {
         let mut c: Array<&mut MapData, [u8; CONTROL_SIZE]> =
-            Array::try_from(ebpf.map_mut(names::CONTROL_MAP).unwrap()).unwrap();
+            Array::try_from(ebpf.map_mut(CONTROL_MAP).unwrap()).unwrap();
         c.set(0, control.to_bytes(), 0).unwrap();
         let mut s: Array<&mut MapData, SlotConfig> =
             Array::try_from(ebpf.map_mut(names::SLOTS_MAP).unwrap()).unwrap();
@@ -166,7 +78,7 @@ pub fn attach(env: &TestEnv) -> PathBuf {
     }
     for (map_name, map) in ebpf.maps() {
         let target = match map_name {
-            names::CONTROL_MAP => pin::CONTROL.to_string(),
+            CONTROL_MAP => pin::CONTROL.to_string(),
             names::SLOTS_MAP => pin::SLOTS.to_string(),
             names::STATS_MAP => pin::STATS.to_string(),
             other => match other.strip_prefix(names::SLOT_PROG_MAP_PREFIX) {
