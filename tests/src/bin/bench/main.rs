@@ -39,7 +39,7 @@ use dispatcher_common::{
     Control, DEFAULT_PROCEED_ON, FLAG_CUSTOM_CHAIN, FLAG_STATS, MAX_TAIL_CALLS, SLOT_COUNT,
     has_prog_array, names,
 };
-use integration_tests::{progs, stress::Rng};
+use integration_tests::{layout1, progs, stress::Rng};
 
 use crate::placed::Placed;
 
@@ -60,6 +60,9 @@ const END: &str = "<!-- figures:end -->";
 /// programs (ratios of ns per run; lower is better).
 const EMPTY_TARGET: f64 = 1.05;
 const LIBXDP_TARGET: f64 = 1.25;
+/// And what the run tables may cost at k = 10 over the bitmap walk they
+/// replaced (which ran slots in slot order, its claims in the lowest slots).
+const BITMAP_TARGET: f64 = 1.05;
 
 pub(crate) struct Args {
     pub rounds: Option<usize>,
@@ -139,13 +142,21 @@ fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
 
 /// Everything under test, loaded once.
 struct Setup {
-    /// `xdp_pass`: the bare baseline and the program in every slot.
+    /// `xdp_pass`: the bare baseline.
     pass: Ebpf,
+    /// `xdp_pass` once per slot with a program array, each loaded on its
+    /// own as every claim's program is: the i-th goes into the i-th such
+    /// slot and the i-th call of a reference. (One program tail-called
+    /// from every slot measured slower than as many programs.)
+    slot_passes: Vec<Ebpf>,
     /// `xdp_count`: put in the slots once per variant to check that every
     /// call really runs its program.
     count: Ebpf,
     /// The fixed-slot dispatcher, loaded by the benchmark.
     disp: Ebpf,
+    /// The walk the run tables replaced (state layout 1: an active bitmap,
+    /// slots in slot order), when a variant measures it.
+    bitmap: Option<Ebpf>,
     /// Reference dispatchers by number of calls.
     refs: Vec<(usize, Ebpf)>,
     /// libxdp's dispatcher by number of programs.
@@ -159,6 +170,14 @@ impl Setup {
     fn new(object: &[u8], variants: &[Variant], frame: &[u8]) -> Result<Self> {
         let mut pass = Ebpf::load(progs::bytes("xdp_pass"))?;
         load_xdp(&mut pass, "xdp_pass")?;
+        let slot_passes = tail_call_slots()
+            .iter()
+            .map(|_| {
+                let mut p = Ebpf::load(progs::bytes("xdp_pass"))?;
+                load_xdp(&mut p, "xdp_pass")?;
+                Ok(p)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut count = Ebpf::load(progs::bytes("xdp_count"))?;
         load_xdp(&mut count, "xdp_count")?;
 
@@ -172,8 +191,17 @@ impl Setup {
         let mut libxdp = Vec::new();
         let mut placed = Vec::new();
         let mut libxdp_object = None;
+        let mut bitmap = None;
         for v in variants {
             match v {
+                Variant::Bitmap(_) if bitmap.is_none() => {
+                    let mut b = EbpfLoader::new()
+                        .load(layout1::OBJECT)
+                        .context("loading the layout-1 dispatcher")?;
+                    load_xdp(&mut b, layout1::PROGRAM)?;
+                    bitmap = Some(b);
+                }
+                Variant::Bitmap(_) => {}
                 Variant::Ref(k) => {
                     let num = *k as u32;
                     let masks = [DEFAULT_PROCEED_ON | 1 << REF_FALLBACK; REF_MAX];
@@ -202,8 +230,10 @@ impl Setup {
         }
         let mut setup = Self {
             pass,
+            slot_passes,
             count,
             disp,
+            bitmap,
             refs,
             libxdp,
             placed,
@@ -212,30 +242,37 @@ impl Setup {
         Ok(setup)
     }
 
-    /// Puts `xdp_pass` (or `xdp_count`) into every slot of the dispatcher
-    /// and every call of the references.
+    /// Puts an `xdp_pass` (or `xdp_count`) into every slot of the
+    /// dispatchers and every call of the references.
     fn fill_all(&mut self, counting: bool) -> Result<()> {
-        let fd = if counting {
-            xdp(&self.count, "xdp_count")?.fd()?.try_clone()?
+        let fds = if counting {
+            let fd = xdp(&self.count, "xdp_count")?.fd()?;
+            (0..self.slot_passes.len())
+                .map(|_| fd.try_clone())
+                .collect::<Result<Vec<_>, _>>()?
         } else {
-            xdp(&self.pass, "xdp_pass")?.fd()?.try_clone()?
+            self.slot_passes
+                .iter()
+                .map(|p| xdp(p, "xdp_pass")?.fd()?.try_clone().map_err(Into::into))
+                .collect::<Result<Vec<_>>>()?
         };
-        for n in tail_call_slots() {
-            let name = format!("{}{n}", names::SLOT_PROG_MAP_PREFIX);
-            let mut arr = ProgramArray::try_from(
-                self.disp
-                    .map_mut(&name)
-                    .ok_or_else(|| anyhow!("no map {name}"))?,
-            )?;
-            arr.set(0, &fd, 0)?;
+        for disp in std::iter::once(&mut self.disp).chain(self.bitmap.as_mut()) {
+            for (fd, n) in fds.iter().zip(tail_call_slots()) {
+                let name = format!("{}{n}", names::SLOT_PROG_MAP_PREFIX);
+                let mut arr = ProgramArray::try_from(
+                    disp.map_mut(&name)
+                        .ok_or_else(|| anyhow!("no map {name}"))?,
+                )?;
+                arr.set(0, fd, 0)?;
+            }
         }
         for (k, r) in &mut self.refs {
             let mut arr = ProgramArray::try_from(
                 r.map_mut("REF_PROGS")
                     .ok_or_else(|| anyhow!("no map REF_PROGS"))?,
             )?;
-            for i in 0..*k as u32 {
-                arr.set(i, &fd, 0)?;
+            for (i, fd) in fds.iter().take(*k).enumerate() {
+                arr.set(i as u32, fd, 0)?;
             }
         }
         Ok(())
@@ -260,6 +297,7 @@ impl Setup {
             let expect = match v {
                 Variant::Bare | Variant::Libxdp(_) | Variant::Placed(_) => continue,
                 Variant::Disp { active, .. } => active.len() as u64,
+                Variant::Bitmap(k) => *k as u64,
                 Variant::Ref(k) => *k as u64,
             };
             let before = self.counted()?;
@@ -290,6 +328,38 @@ impl Setup {
         Ok(())
     }
 
+    /// Activates the lowest `k` slots with a program array in the layout-1
+    /// dispatcher, every one proceeding on XDP_PASS.
+    fn set_bitmap(&mut self, k: usize) -> Result<()> {
+        let mut c = layout1::ControlV1 {
+            active: [0; 2],
+            flags: 0,
+            magic: 0,
+            version: layout1::VERSION,
+            backend: 0,
+            ifindex: 0,
+            mode: 0,
+            netns_cookie: 0,
+            ifname: [0; 16],
+            chain_prog_id: 0,
+            proceed_on: [DEFAULT_PROCEED_ON as u8; SLOT_COUNT],
+            walk_end: 0,
+        };
+        for &n in &tail_call_slots()[..k] {
+            c.activate(n);
+        }
+        let disp = self
+            .bitmap
+            .as_mut()
+            .ok_or_else(|| anyhow!("the layout-1 dispatcher is not loaded"))?;
+        let mut control: Array<_, [u8; layout1::CONTROL_SIZE]> = Array::try_from(
+            disp.map_mut(layout1::CONTROL_MAP)
+                .ok_or_else(|| anyhow!("no CONTROL map in the layout-1 dispatcher"))?,
+        )?;
+        control.set(0, c.to_bytes(), 0)?;
+        Ok(())
+    }
+
     /// Runs `v` `repeat` times; returns ns per run.
     ///
     /// The kernel reports whole nanoseconds per run, too coarse for programs
@@ -303,6 +373,15 @@ impl Setup {
             Variant::Disp { active, flags } => {
                 self.set_control(active, *flags)?;
                 xdp(&self.disp, names::DISPATCHER)?
+            }
+            Variant::Bitmap(k) => {
+                self.set_bitmap(*k)?;
+                xdp(
+                    self.bitmap
+                        .as_ref()
+                        .ok_or_else(|| anyhow!("the layout-1 dispatcher is not loaded"))?,
+                    layout1::PROGRAM,
+                )?
             }
             Variant::Ref(k) => {
                 let (_, r) = self
@@ -369,6 +448,9 @@ enum Variant {
     Libxdp(usize),
     /// The runtime's dispatcher with tail-call claims at these priorities.
     Placed(Vec<u32>),
+    /// The bitmap walk the run tables replaced, with the lowest `k` slots
+    /// active.
+    Bitmap(usize),
 }
 
 impl Variant {
@@ -386,6 +468,7 @@ impl Variant {
             Variant::Ref(k) => format!("reference, {k} call{}", plural(*k)),
             Variant::Libxdp(k) => format!("libxdp dispatcher, {k} program{}", plural(*k)),
             Variant::Placed(prios) => placed::label(prios),
+            Variant::Bitmap(k) => format!("bitmap walk (layout 1), {k} active (lowest)"),
             Variant::Disp { active, flags } => {
                 let k = active.len();
                 let lowest = active[..] == tail_call_slots()[..k];
@@ -454,9 +537,20 @@ fn pairs(with_runtime: bool) -> Vec<Pair> {
                 Some(LIBXDP_TARGET),
             ));
         }
+        v.push(pair(
+            Variant::Placed(placed::spread(10)),
+            Variant::Bitmap(10),
+            Some(BITMAP_TARGET),
+        ));
         // Equal priorities fill adjacent slots.
         v.push(pair(
             Variant::Placed(placed::all_default(10)),
+            Variant::Libxdp(10),
+            None,
+        ));
+        // Claims out of run order: every position goes through the tree.
+        v.push(pair(
+            Variant::Placed(placed::descending(10)),
             Variant::Libxdp(10),
             None,
         ));
@@ -466,6 +560,7 @@ fn pairs(with_runtime: bool) -> Vec<Pair> {
     // dispatcher built here that makes the same tail calls as the slots)
     // against the real libxdp.
     v.push(pair(Variant::Libxdp(0), Variant::Bare, None));
+    v.push(pair(Variant::Bitmap(10), Variant::Libxdp(10), None));
     v.push(pair(Variant::disp([], 0), Variant::Bare, None));
     for k in [1, 5, 10] {
         v.push(pair(Variant::disp(lowest(k), 0), Variant::Libxdp(k), None));

@@ -25,6 +25,15 @@ pub fn spread(k: usize) -> Vec<u32> {
     }
 }
 
+/// [`spread`] arriving highest priority first: each claim then runs
+/// before every one already there, so no claim sits in the slot the
+/// dispatcher tests first at its run position.
+pub fn descending(k: usize) -> Vec<u32> {
+    let mut v = spread(k);
+    v.reverse();
+    v
+}
+
 /// `k` claims all at libxdp's default priority (first come, first served).
 pub fn all_default(k: usize) -> Vec<u32> {
     vec![slots_runtime::DEFAULT_PRIO; k]
@@ -157,6 +166,11 @@ pub fn label(prios: &[u32]) -> String {
         _ if prios.iter().all(|&p| p == prios[0]) => {
             format!("dispatcher, {k} claims (all prio {})", prios[0])
         }
+        _ if prios[0] > prios[k - 1] => format!(
+            "dispatcher, {k} claims (prio {}..{}, highest first)",
+            prios[k - 1],
+            prios[0]
+        ),
         _ => format!(
             "dispatcher, {k} claims (prio {}..{})",
             prios[0],

@@ -1,6 +1,7 @@
 //! `bench --traffic`: packets per second through a veth pair into the
 //! receiver's native XDP program, bare `XDP_PASS` against the runtime's
-//! dispatcher with 0, 1, 5 and 10 tail-call claims.
+//! dispatcher with 0, 1, 5 and 10 tail-call claims, and against libxdp's
+//! dispatcher with 1, 5 and 10 programs (its stubs, see `libxdp.rs`).
 //!
 //! Every receiver has a veth pair in two namespaces of its own (created
 //! here, deleted on drop, also on failure). The sender is `xdp_tx` run with
@@ -39,7 +40,10 @@ use aya::{
 };
 use integration_tests::{netns::VethPair, progs};
 
-use crate::placed::{self, Placed};
+use crate::{
+    libxdp,
+    placed::{self, Placed},
+};
 
 /// Frames per measurement: a tenth to a fifth of a second here.
 pub const DEFAULT_FRAMES: u32 = 200_000;
@@ -59,46 +63,71 @@ const END: &str = "<!-- traffic:end -->";
 
 /// What takes the frames in on the receiving veth.
 enum Receiver {
-    /// `xdp_pass`, attached in native mode.
-    Bare { _prog: Ebpf, pair: VethPair },
+    /// An XDP program loaded here (`xdp_pass`, or libxdp's dispatcher),
+    /// attached in native mode.
+    Loaded { _prog: Ebpf, pair: VethPair },
     /// The runtime's dispatcher (native mode) with claims.
     Placed(Box<Placed>),
 }
 
 impl Receiver {
     fn bare() -> Result<Self> {
-        let pair = VethPair::new()?;
         let mut ebpf = Ebpf::load(progs::bytes("xdp_pass"))?;
         let prog: &mut Xdp = ebpf
             .program_mut("xdp_pass")
             .ok_or_else(|| anyhow!("no program xdp_pass"))?
             .try_into()?;
         prog.load()?;
+        Self::attached(ebpf, "xdp_pass")
+    }
+
+    /// libxdp's dispatcher configured for `k` programs.
+    fn libxdp(object: &[u8], k: usize, frame: &[u8]) -> Result<Self> {
+        Self::attached(libxdp::load(object, k, frame)?, libxdp::PROGRAM)
+    }
+
+    /// Attaches `name`, loaded in `ebpf`, to a new pair's receiving veth.
+    fn attached(mut ebpf: Ebpf, name: &str) -> Result<Self> {
+        let pair = VethPair::new()?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
+            .try_into()?;
         {
             let _in = pair.rx.enter()?;
             prog.attach(&pair.rx_if, XdpMode::Driver)
-                .with_context(|| format!("attaching xdp_pass to {} (native)", pair.rx_if))?;
+                .with_context(|| format!("attaching {name} to {} (native)", pair.rx_if))?;
         }
-        Ok(Receiver::Bare { _prog: ebpf, pair })
+        Ok(Receiver::Loaded { _prog: ebpf, pair })
     }
 
     fn pair(&self) -> &VethPair {
         match self {
-            Receiver::Bare { pair, .. } => pair,
+            Receiver::Loaded { pair, .. } => pair,
             Receiver::Placed(p) => p.pair(),
         }
     }
 }
 
+/// Which receiver a lane measures.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// `xdp_pass`: the baseline of every comparison.
+    Bare,
+    /// A second bare receiver on a pair of its own, compared with the
+    /// first like the dispatchers are. Its ratio shows what noise and the
+    /// choice of pair alone make of a ratio in this run.
+    Control,
+    /// The runtime's dispatcher with this many claims.
+    Claims(usize),
+    /// libxdp's dispatcher with this many programs.
+    Libxdp(usize),
+}
+
 /// One receiver and its measurements.
 struct Lane {
     label: String,
-    /// Claims; `None` for bare.
-    claims: Option<usize>,
-    /// The control: a second bare receiver on a pair of its own, compared
-    /// with the first like the dispatchers are. Its ratio shows what
-    /// noise and the choice of pair alone make of a ratio in this run.
-    control: bool,
+    kind: Kind,
     rx: Receiver,
     /// Index of the sending veth in its namespace.
     tx_ifindex: u32,
@@ -236,14 +265,21 @@ struct Sample {
 }
 
 impl Lane {
-    fn new(claims: Option<usize>, control: bool, frame: &[u8]) -> Result<Self> {
-        let (label, rx) = match claims {
-            None if control => (
+    fn new(kind: Kind, libxdp_object: &[u8], frame: &[u8]) -> Result<Self> {
+        let (label, rx) = match kind {
+            Kind::Control => (
                 "bare XDP_PASS program (control: a second pair)".to_string(),
                 Receiver::bare()?,
             ),
-            None => ("bare XDP_PASS program".to_string(), Receiver::bare()?),
-            Some(k) => {
+            Kind::Bare => ("bare XDP_PASS program".to_string(), Receiver::bare()?),
+            Kind::Libxdp(k) => (
+                format!(
+                    "libxdp dispatcher, {k} program{}",
+                    if k == 1 { "" } else { "s" }
+                ),
+                Receiver::libxdp(libxdp_object, k, frame)?,
+            ),
+            Kind::Claims(k) => {
                 let prios = placed::spread(k);
                 let p = Placed::new(&prios, frame)?;
                 eprintln!("bench: {}: slots {:?}", placed::label(&prios), p.slots);
@@ -254,8 +290,7 @@ impl Lane {
         let tx_ifindex = ifindex(&pair.tx.name, &pair.tx_if)?;
         Ok(Self {
             label,
-            claims,
-            control,
+            kind,
             rx,
             tx_ifindex,
             samples: Vec::new(),
@@ -344,12 +379,22 @@ pub fn run(args: &crate::Args) -> Result<()> {
     let frame = integration_tests::frames::udp();
     let sender = Sender::new()?;
     // Lane 0 is bare, the baseline of every comparison.
+    let libxdp_object = libxdp::read_object()?;
+    let kinds = [
+        Kind::Bare,
+        Kind::Claims(0),
+        Kind::Claims(1),
+        Kind::Claims(5),
+        Kind::Claims(10),
+        Kind::Libxdp(1),
+        Kind::Libxdp(5),
+        Kind::Libxdp(10),
+        Kind::Control,
+    ];
     let mut lanes = Vec::new();
-    lanes.push(Lane::new(None, false, &frame)?);
-    for claims in [Some(0), Some(1), Some(5), Some(10)] {
-        lanes.push(Lane::new(claims, false, &frame)?);
+    for kind in kinds {
+        lanes.push(Lane::new(kind, &libxdp_object, &frame)?);
     }
-    lanes.push(Lane::new(None, true, &frame)?);
     // Warm-up, and a check that frames get through every receiver.
     for lane in &mut lanes {
         lane.measure(&sender, frames / 10)?;
@@ -388,7 +433,7 @@ pub fn run(args: &crate::Args) -> Result<()> {
         .zip(&pairs)
         .map(|(l, p)| {
             let ratio = |f: fn(&Sample) -> f64| {
-                if l.claims.is_none() && !l.control {
+                if l.kind == Kind::Bare {
                     1.0
                 } else {
                     crate::median(p.iter().map(|(v, b)| f(v) / f(b)).collect())
@@ -399,12 +444,13 @@ pub fn run(args: &crate::Args) -> Result<()> {
                 mpps: crate::median(l.samples.iter().map(|s| s.pps).collect()) / 1e6,
                 ratio: ratio(|s| s.pps),
                 cpu_ratio: ratio(|s| s.cpu_pps),
-                target: l
-                    .claims
-                    .and_then(|k| TARGETS.iter().find(|t| t.0 == k).map(|t| t.1)),
+                target: match l.kind {
+                    Kind::Claims(k) => TARGETS.iter().find(|t| t.0 == k).map(|t| t.1),
+                    _ => None,
+                },
                 lost: l.lost,
                 repeated: l.repeated,
-                bare: l.claims.is_none() && !l.control,
+                bare: l.kind == Kind::Bare,
             }
         })
         .collect();
