@@ -245,15 +245,14 @@ pub fn xdp_slots(ctx: XdpContext) -> u32 {
     // which userspace never writes while a packet may read it.
     // SAFETY: reads a field of the control record.
     let current = unsafe { read_volatile(&control.current) };
-    let table = if current & 1 == 0 {
-        &control.tables[0]
-    } else {
-        &control.tables[1]
-    };
-    // The table's address is a constant plus the choice above, which the
-    // compiler would otherwise work out again at every run position (five
-    // instructions each); made opaque, it is worked out once.
-    let table = core::hint::black_box(table);
+    // The table is reached by arithmetic on an index the compiler cannot
+    // see is 0 or 1 (else it picks between two constant addresses with a
+    // branch). So the verifier checks the walk once, for an offset of 0 or
+    // one table (`& 1`), not once per table: a third fewer instructions to
+    // verify at attach. And the table's address is worked out once, not
+    // again at every run position.
+    let index = core::hint::black_box((current & 1) as usize);
+    let table = &control.tables[index & 1];
     let len = table.len as u32;
     // No active slot: the whole dispatcher is this test.
     if len == 0 {
