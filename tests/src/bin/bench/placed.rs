@@ -8,7 +8,6 @@ use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
 use integration_tests::{
     env::{TestEnv, read_counter},
-    netns::VethPair,
     progs,
 };
 use slots_runtime::{AttachOptions, Backend, Claim, ClaimRequest, Mode, ProgramSource, pin};
@@ -51,8 +50,8 @@ pub struct Placed {
     /// The slots the runtime chose for them.
     pub slots: Vec<usize>,
     /// The veth pair (the dispatcher is on its `rx_if`), bpffs root and
-    /// runtime.
-    env: TestEnv,
+    /// runtime: kept until the claims and the program are gone.
+    _env: TestEnv,
 }
 
 impl Placed {
@@ -112,7 +111,7 @@ impl Placed {
             _claims: claims,
             prios: prios.to_vec(),
             slots,
-            env,
+            _env: env,
         })
     }
 
@@ -121,9 +120,9 @@ impl Placed {
         &self.prog
     }
 
-    /// The veth pair; the dispatcher is on `rx_if`.
-    pub fn pair(&self) -> &VethPair {
-        &self.env.pair
+    /// The pinned dispatcher program, to attach elsewhere too.
+    pub fn prog_mut(&mut self) -> &mut Xdp {
+        &mut self.prog
     }
 }
 

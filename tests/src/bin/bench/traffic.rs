@@ -3,8 +3,12 @@
 //! dispatcher with 0, 1, 5 and 10 tail-call claims, and against libxdp's
 //! dispatcher with 1, 5 and 10 programs (its stubs, see `libxdp.rs`).
 //!
-//! Every receiver has a veth pair in two namespaces of its own (created
-//! here, deleted on drop, also on failure). The sender is `xdp_tx` run with
+//! All receivers take turns on one veth pair in two namespaces (created
+//! here, deleted on drop, also on failure): each measurement attaches the
+//! receiver's program to the receiving veth (native mode) and detaches it
+//! after, so every ratio compares programs on the same pair. The runtime's
+//! dispatchers are their pinned programs, attached there besides the
+//! interface the runtime attached them to. The sender is `xdp_tx` run with
 //! BPF_PROG_TEST_RUN in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`,
 //! Linux 5.18+) on the sending veth's receive queue: each of the `frames`
 //! repeats is a real frame that XDP_TX sends out of that veth, and the
@@ -61,12 +65,12 @@ const BEGIN: &str =
     "<!-- traffic:begin (written by `cargo xtask bench --traffic --write-docs`) -->";
 const END: &str = "<!-- traffic:end -->";
 
-/// What takes the frames in on the receiving veth.
+/// The XDP program a lane attaches to the receiving veth.
 enum Receiver {
-    /// An XDP program loaded here (`xdp_pass`, or libxdp's dispatcher),
-    /// attached in native mode.
-    Loaded { _prog: Ebpf, pair: VethPair },
-    /// The runtime's dispatcher (native mode) with claims.
+    /// A program loaded here: `xdp_pass`, or libxdp's dispatcher.
+    Loaded { ebpf: Ebpf, name: &'static str },
+    /// The runtime's dispatcher with claims: its pinned program, also
+    /// attached to the interface the runtime attached it to.
     Placed(Box<Placed>),
 }
 
@@ -78,33 +82,27 @@ impl Receiver {
             .ok_or_else(|| anyhow!("no program xdp_pass"))?
             .try_into()?;
         prog.load()?;
-        Self::attached(ebpf, "xdp_pass")
+        Ok(Receiver::Loaded {
+            ebpf,
+            name: "xdp_pass",
+        })
     }
 
     /// libxdp's dispatcher configured for `k` programs.
     fn libxdp(object: &[u8], k: usize, frame: &[u8]) -> Result<Self> {
-        Self::attached(libxdp::load(object, k, frame)?, libxdp::PROGRAM)
+        Ok(Receiver::Loaded {
+            ebpf: libxdp::load(object, k, frame)?,
+            name: libxdp::PROGRAM,
+        })
     }
 
-    /// Attaches `name`, loaded in `ebpf`, to a new pair's receiving veth.
-    fn attached(mut ebpf: Ebpf, name: &str) -> Result<Self> {
-        let pair = VethPair::new()?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("no program {name}"))?
-            .try_into()?;
-        {
-            let _in = pair.rx.enter()?;
-            prog.attach(&pair.rx_if, XdpMode::Driver)
-                .with_context(|| format!("attaching {name} to {} (native)", pair.rx_if))?;
-        }
-        Ok(Receiver::Loaded { _prog: ebpf, pair })
-    }
-
-    fn pair(&self) -> &VethPair {
+    fn prog(&mut self) -> Result<&mut Xdp> {
         match self {
-            Receiver::Loaded { pair, .. } => pair,
-            Receiver::Placed(p) => p.pair(),
+            Receiver::Loaded { ebpf, name } => Ok(ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("no program {name}"))?
+                .try_into()?),
+            Receiver::Placed(p) => Ok(p.prog_mut()),
         }
     }
 }
@@ -114,9 +112,9 @@ impl Receiver {
 enum Kind {
     /// `xdp_pass`: the baseline of every comparison.
     Bare,
-    /// A second bare receiver on a pair of its own, compared with the
-    /// first like the dispatchers are. Its ratio shows what noise and the
-    /// choice of pair alone make of a ratio in this run.
+    /// `xdp_pass` loaded a second time, compared with the first like the
+    /// dispatchers are: the same program, so its ratio shows what noise
+    /// alone makes of a ratio in this run.
     Control,
     /// The runtime's dispatcher with this many claims.
     Claims(usize),
@@ -129,8 +127,6 @@ struct Lane {
     label: String,
     kind: Kind,
     rx: Receiver,
-    /// Index of the sending veth in its namespace.
-    tx_ifindex: u32,
     /// Every measurement of this receiver.
     samples: Vec<Sample>,
     /// Frames sent that the receiver never counted, in the measurements
@@ -268,7 +264,7 @@ impl Lane {
     fn new(kind: Kind, libxdp_object: &[u8], frame: &[u8]) -> Result<Self> {
         let (label, rx) = match kind {
             Kind::Control => (
-                "bare XDP_PASS program (control: a second pair)".to_string(),
+                "bare XDP_PASS program (control: loaded again)".to_string(),
                 Receiver::bare()?,
             ),
             Kind::Bare => ("bare XDP_PASS program".to_string(), Receiver::bare()?),
@@ -286,13 +282,10 @@ impl Lane {
                 (placed::label(&prios), Receiver::Placed(Box::new(p)))
             }
         };
-        let pair = rx.pair();
-        let tx_ifindex = ifindex(&pair.tx.name, &pair.tx_if)?;
         Ok(Self {
             label,
             kind,
             rx,
-            tx_ifindex,
             samples: Vec::new(),
             lost: 0,
             repeated: 0,
@@ -300,9 +293,9 @@ impl Lane {
     }
 
     /// Sends `frames` frames through this receiver.
-    fn measure(&mut self, sender: &Sender, frames: u32) -> Result<Sample> {
+    fn measure(&mut self, sender: &Sender, wire: &Wire, frames: u32) -> Result<Sample> {
         for _ in 0..MAX_TRIES {
-            let (seen, took) = self.send(sender, frames)?;
+            let (seen, took) = self.send(sender, wire, frames)?;
             if seen + u64::from(frames) / 100 < u64::from(frames) {
                 // More than 1% never arrived: the receiver did not keep up
                 // with the sender, so this is not a measurement of both on
@@ -326,23 +319,55 @@ impl Lane {
 
     /// Sends `frames` frames; returns how many reached the receiver's XDP
     /// program, and how long sending took.
-    fn send(&self, sender: &Sender, frames: u32) -> Result<(u64, Took)> {
+    /// The receiver's program is attached (native mode) for the send only.
+    fn send(&mut self, sender: &Sender, wire: &Wire, frames: u32) -> Result<(u64, Took)> {
         crate::check_interrupted()?;
-        let pair = self.rx.pair();
-        let before = xdp_packets(pair)?;
-        let took = sender.send(pair, self.tx_ifindex, frames)?;
-        // The last batch may still sit in the receiver's ring for a moment:
-        // read until all frames are in or the count stops moving.
-        let mut seen = xdp_packets(pair)? - before;
-        while seen < u64::from(frames) {
-            std::thread::sleep(Duration::from_millis(5));
-            let now = xdp_packets(pair)? - before;
-            if now == seen {
-                break;
-            }
-            seen = now;
+        let pair = &wire.pair;
+        let prog = self.rx.prog()?;
+        let link = {
+            let _in = pair.rx.enter()?;
+            prog.attach(&pair.rx_if, XdpMode::Driver)
+                .with_context(|| format!("attaching {} to {} (native)", self.label, pair.rx_if))?
+        };
+        let sent = count_sent(sender, wire, frames);
+        prog.detach(link)
+            .with_context(|| format!("detaching {} from {}", self.label, pair.rx_if))?;
+        sent
+    }
+}
+
+/// Sends `frames` frames through the wire; returns how many reached the
+/// receiver's XDP program, and how long sending took.
+fn count_sent(sender: &Sender, wire: &Wire, frames: u32) -> Result<(u64, Took)> {
+    let pair = &wire.pair;
+    let before = xdp_packets(pair)?;
+    let took = sender.send(pair, wire.tx_ifindex, frames)?;
+    // The last batch may still sit in the receiver's ring for a moment:
+    // read until all frames are in or the count stops moving.
+    let mut seen = xdp_packets(pair)? - before;
+    while seen < u64::from(frames) {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = xdp_packets(pair)? - before;
+        if now == seen {
+            break;
         }
-        Ok((seen, took))
+        seen = now;
+    }
+    Ok((seen, took))
+}
+
+/// The veth pair every receiver takes turns on, so that every ratio
+/// compares programs on the same pair, and the sending veth's index.
+struct Wire {
+    pair: VethPair,
+    tx_ifindex: u32,
+}
+
+impl Wire {
+    fn new() -> Result<Self> {
+        let pair = VethPair::new()?;
+        let tx_ifindex = ifindex(&pair.tx.name, &pair.tx_if)?;
+        Ok(Self { pair, tx_ifindex })
     }
 }
 
@@ -378,6 +403,7 @@ pub fn run(args: &crate::Args) -> Result<()> {
     let cpu = pin_to_current_cpu()?;
     let frame = integration_tests::frames::udp();
     let sender = Sender::new()?;
+    let wire = Wire::new()?;
     // Lane 0 is bare, the baseline of every comparison.
     let libxdp_object = libxdp::read_object()?;
     let kinds = [
@@ -397,7 +423,7 @@ pub fn run(args: &crate::Args) -> Result<()> {
     }
     // Warm-up, and a check that frames get through every receiver.
     for lane in &mut lanes {
-        lane.measure(&sender, frames / 10)?;
+        lane.measure(&sender, &wire, frames / 10)?;
         lane.samples.clear();
         lane.lost = 0;
         lane.repeated = 0;
@@ -415,11 +441,11 @@ pub fn run(args: &crate::Args) -> Result<()> {
         crate::shuffle(&mut rng, &mut order);
         for i in order {
             let pair = if rng.below(2) == 0 {
-                let v = lanes[i].measure(&sender, frames)?;
-                (v, lanes[0].measure(&sender, frames)?)
+                let v = lanes[i].measure(&sender, &wire, frames)?;
+                (v, lanes[0].measure(&sender, &wire, frames)?)
             } else {
-                let b = lanes[0].measure(&sender, frames)?;
-                (lanes[i].measure(&sender, frames)?, b)
+                let b = lanes[0].measure(&sender, &wire, frames)?;
+                (lanes[i].measure(&sender, &wire, frames)?, b)
             };
             pairs[i].push(pair);
         }
