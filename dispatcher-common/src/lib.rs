@@ -354,21 +354,9 @@ impl Control {
 impl Default for Control {
     fn default() -> Self {
         Self {
-            flags: 0,
-            magic: 0,
-            version: 0,
-            backend: 0,
-            ifindex: 0,
-            mode: 0,
-            netns_cookie: 0,
-            ifname: [0; 16],
-            chain_prog_id: 0,
-            _reserved: 0,
-            current: 0,
             settled: 1,
-            tables: [RunTable::EMPTY; 2],
             proceed_on: [DEFAULT_PROCEED_ON as u8; SLOT_COUNT],
-            _pad: [0; CONTROL_PAD],
+            ..Self::ZERO
         }
     }
 }

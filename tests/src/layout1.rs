@@ -4,7 +4,7 @@
 //! the benchmark measures the run-table walk against this one. The object
 //! is the one layout 1 shipped (`tests/fixtures/dispatcher-layout1.o`, see
 //! tests/fixtures/README.md).
-use dispatcher_common::SLOT_COUNT;
+use dispatcher_common::{CONTROL_MAGIC, DEFAULT_PROCEED_ON, SLOT_COUNT};
 
 /// The layout-1 dispatcher object.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../fixtures/dispatcher-layout1.o");
@@ -44,6 +44,27 @@ pub struct ControlV1 {
 
 /// Size of [`ControlV1`] in the map.
 pub const CONTROL_SIZE: usize = 176;
+
+impl Default for ControlV1 {
+    /// Layout 1's fresh record: no slot active, every slot proceeding on
+    /// XDP_PASS, no interface.
+    fn default() -> Self {
+        Self {
+            active: [0; 2],
+            flags: 0,
+            magic: CONTROL_MAGIC,
+            version: VERSION,
+            backend: 0,
+            ifindex: 0,
+            mode: 0,
+            netns_cookie: 0,
+            ifname: [0; 16],
+            chain_prog_id: 0,
+            proceed_on: [DEFAULT_PROCEED_ON as u8; SLOT_COUNT],
+            walk_end: 0,
+        }
+    }
+}
 
 impl ControlV1 {
     pub fn to_bytes(self) -> [u8; CONTROL_SIZE] {

@@ -17,8 +17,8 @@ use aya::{
     programs::{Xdp, links::FdLink, xdp::XdpMode},
 };
 use dispatcher_common::{
-    BACKEND_TAILCALL, CONTROL_MAGIC, DEFAULT_PROCEED_ON, MODE_NATIVE, MODE_SKB, NAME_LEN,
-    SLOT_COUNT, STATE_PERSISTENT, SlotConfig, names,
+    BACKEND_TAILCALL, DEFAULT_PROCEED_ON, MODE_NATIVE, MODE_SKB, NAME_LEN, SLOT_COUNT,
+    STATE_PERSISTENT, SlotConfig, names,
 };
 use integration_tests::{env::TestEnv, progs};
 use slots_runtime::{Iface, pin};
@@ -53,18 +53,11 @@ pub fn attach(env: &TestEnv) -> PathBuf {
     let mut ifname = [0u8; 16];
     ifname[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
     let control = ControlV1 {
-        active: [0; 2],
-        flags: 0,
-        magic: CONTROL_MAGIC,
-        version: VERSION,
         backend: BACKEND_TAILCALL,
         ifindex,
-        mode: 0,
         netns_cookie: cookie,
         ifname,
-        chain_prog_id: 0,
-        proceed_on: [DEFAULT_PROCEED_ON as u8; SLOT_COUNT],
-        walk_end: 0,
+        ..ControlV1::default()
     };
     {
         let mut c: Array<&mut MapData, [u8; CONTROL_SIZE]> =

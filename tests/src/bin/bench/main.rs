@@ -331,20 +331,7 @@ impl Setup {
     /// Activates the lowest `k` slots with a program array in the layout-1
     /// dispatcher, every one proceeding on XDP_PASS.
     fn set_bitmap(&mut self, k: usize) -> Result<()> {
-        let mut c = layout1::ControlV1 {
-            active: [0; 2],
-            flags: 0,
-            magic: 0,
-            version: layout1::VERSION,
-            backend: 0,
-            ifindex: 0,
-            mode: 0,
-            netns_cookie: 0,
-            ifname: [0; 16],
-            chain_prog_id: 0,
-            proceed_on: [DEFAULT_PROCEED_ON as u8; SLOT_COUNT],
-            walk_end: 0,
-        };
+        let mut c = layout1::ControlV1::default();
         for &n in &tail_call_slots()[..k] {
             c.activate(n);
         }
