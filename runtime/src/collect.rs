@@ -51,11 +51,13 @@ pub(crate) fn collect<O: Objects>(objs: &mut O) -> Result<Vec<usize>> {
         if rec.is_free() || is_live(objs, control.is_active(n), n, rec, &progs) {
             continue;
         }
-        if rec.state == SlotState::Held && objs.alive(rec.owner) {
+        if rec.state == SlotState::Held && !control.is_active(n) && objs.alive(rec.owner) {
             // Inactive, yet its holder lives: no claim of a live process is
             // ever seen half-made under the lock, so this is a forced
             // release that died before marking the slot draining. Finish
-            // it: the holder's objects still fill the slot.
+            // it: the holder's objects still fill the slot. (Still active
+            // with its program gone is a holder on its way out: its files
+            // are closed before it is reaped. That slot is freed below.)
             log::info!(
                 "slot {n} ({}) on {}: finishing a forced release",
                 rec.name,

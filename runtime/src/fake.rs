@@ -189,7 +189,13 @@ impl Sim {
 
     /// The process exits (SIGKILL): its fds close.
     pub fn kill(&mut self, pid: u32) {
+        self.exiting(pid);
         self.alive.remove(&pid);
+    }
+
+    /// The process is on its way out: its fds are closed, and it is not
+    /// yet reaped (it still counts as alive).
+    pub fn exiting(&mut self, pid: u32) {
         for (_, fd) in self.fds.remove(&pid).unwrap_or_default() {
             self.released(fd);
         }

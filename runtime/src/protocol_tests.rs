@@ -295,6 +295,24 @@ fn releasing_a_dead_holders_claim_reports_the_collection_as_its_release() {
 }
 
 #[test]
+fn a_holder_that_closed_its_files_but_is_not_yet_reaped_is_freed_not_drained() {
+    for b in Backend::ALL {
+        sim::arm(None);
+        let k = Sim::new();
+        let mut holder = Sim::spawn(&k);
+        let held = take(&mut holder, "held", 20, false, b).unwrap();
+        k.borrow_mut().exiting(holder.me.pid);
+        k.borrow_mut().kernel_work();
+        let mut other = Sim::spawn(&k);
+        // Still in the run order, its program gone, its holder not reaped:
+        // an exit, not a forced release that died half-way.
+        assert_eq!(collect(&mut other).unwrap(), vec![held.slot], "{b}");
+        assert_eq!(other.record(held.slot).unwrap().state, SlotState::Free);
+        k.borrow().check_whole();
+    }
+}
+
+#[test]
 fn a_forced_release_drains_until_the_holder_exits() {
     for b in Backend::ALL {
         sim::arm(None);
