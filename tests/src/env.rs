@@ -2,7 +2,7 @@
 //! root, and cleanup of both when the test ends, pass or fail.
 use std::{
     io::{BufRead as _, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
 };
 
@@ -45,6 +45,17 @@ pub fn slotctl_path() -> PathBuf {
     p
 }
 
+/// Runs slotctl with bpffs root `root`, in the calling thread's network
+/// namespace.
+pub fn slotctl_at(root: &Path, args: &[&str]) -> Output {
+    Command::new(slotctl_path())
+        .arg("--bpffs")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("running slotctl")
+}
+
 /// A veth pair, a bpffs root of its own and a runtime on it. On drop: the
 /// dispatcher is detached (forced), the root removed, the namespaces deleted.
 pub struct TestEnv {
@@ -78,12 +89,7 @@ impl TestEnv {
     /// Runs slotctl inside the rx namespace with this test's bpffs root.
     pub fn slotctl(&self, args: &[&str]) -> Output {
         let _in = self.pair.rx.enter().expect("entering the rx namespace");
-        Command::new(slotctl_path())
-            .arg("--bpffs")
-            .arg(&self.root)
-            .args(args)
-            .output()
-            .expect("running slotctl")
+        slotctl_at(&self.root, args)
     }
 
     /// Starts slotctl inside the rx namespace (it inherits the namespace of

@@ -13,7 +13,7 @@ use std::{
 };
 
 use integration_tests::{
-    env::{TestEnv, backend_name, slotctl_path},
+    env::{TestEnv, backend_name, slotctl_at, slotctl_path},
     netns::{Netns, VethPair},
     progs,
 };
@@ -53,12 +53,7 @@ fn in_container(ns: &Netns, root: &Path, args: &[&str]) -> Output {
 /// slotctl on the host's pid namespace, in network namespace `ns`.
 fn on_host(ns: &Netns, root: &Path, args: &[&str]) -> Output {
     let _in = ns.enter().expect("entering the namespace");
-    Command::new(slotctl_path())
-        .arg("--bpffs")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("running slotctl")
+    slotctl_at(root, args)
 }
 
 /// `status IFACE --json` from the host: the interface's entry.
@@ -264,20 +259,7 @@ fn a_held_claim_from_a_pid_namespace_shows_its_host_pid() {
     let env = TestEnv::new().unwrap();
     let (ns, root, ifc) = (&env.pair.rx, &env.root, env.pair.rx_if.as_str());
     let obj = progs::path("filter_ports.o");
-    let mut cmd = container(root, &hold_args(ifc, &obj));
-    let mut child: Child = {
-        let _in = ns.enter().unwrap();
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting unshare")
-    };
-    let mut guard = KillOnDrop(Some(child.id()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("claimed slot"), "{line:?}");
+    let (mut child, mut guard) = hold_in_container(ns, root, ifc, &obj);
     // slotctl is unshare's child: process 1 of the new pid namespace.
     let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
         .expect("reading unshare's children");
@@ -335,19 +317,7 @@ fn a_held_claim_from_a_pid_namespace_shows_its_host_pid() {
     // A holder killed outright: the kernel empties its slot, and the next
     // change to the interface (here switching counters on) frees the
     // record and the claim's maps.
-    let mut cmd = container(root, &hold_args(ifc, &obj));
-    let mut child: Child = {
-        let _in = ns.enter().unwrap();
-        cmd.stdout(Stdio::piped())
-            .spawn()
-            .expect("starting unshare")
-    };
-    let mut guard = KillOnDrop(Some(child.id()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("claimed slot"), "{line:?}");
+    let (mut child, mut guard) = hold_in_container(ns, root, ifc, &obj);
     let (_, pin) = the_map(&status(ns, root, ifc));
     assert!(pin.exists());
     // SIGKILL to unshare: --kill-child sends it on to the container.
@@ -368,6 +338,26 @@ fn a_held_claim_from_a_pid_namespace_shows_its_host_pid() {
     let st = status(ns, root, ifc);
     assert_eq!(st["claims"], serde_json::json!([]), "{st}");
     assert!(!pin.exists(), "{}", pin.display());
+}
+
+/// Starts a container in `ns` that holds a claim of `obj` on `ifc`, and
+/// waits until it says it claimed. Killed on drop of the guard.
+fn hold_in_container(ns: &Netns, root: &Path, ifc: &str, obj: &Path) -> (Child, KillOnDrop) {
+    let mut cmd = container(root, &hold_args(ifc, obj));
+    let mut child: Child = {
+        let _in = ns.enter().unwrap();
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting unshare")
+    };
+    let guard = KillOnDrop(Some(child.id()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("claimed slot"), "{line:?}");
+    (child, guard)
 }
 
 /// `claim IFACE OBJ --hold` with the suite's backend.

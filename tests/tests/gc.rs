@@ -12,7 +12,7 @@ use std::{
 };
 
 use integration_tests::{
-    env::{TestEnv, backend_name, slotctl_path},
+    env::{TestEnv, backend_name, slotctl_at, slotctl_path},
     netns::{Netns, unique},
     progs,
 };
@@ -71,16 +71,6 @@ impl Doomed {
     }
 }
 
-/// slotctl from the test's own (the host's) namespace.
-fn host_slotctl(root: &Path, args: &[&str]) -> Output {
-    Command::new(slotctl_path())
-        .arg("--bpffs")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("running slotctl")
-}
-
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", stderr(o));
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
@@ -88,10 +78,7 @@ fn json(o: &Output) -> serde_json::Value {
 
 /// `status --all-namespaces --json` from the host.
 fn node_status(root: &Path) -> serde_json::Value {
-    json(&host_slotctl(
-        root,
-        &["status", "--all-namespaces", "--json"],
-    ))
+    json(&slotctl_at(root, &["status", "--all-namespaces", "--json"]))
 }
 
 /// The entry of `status --all-namespaces --json` whose state is in `dir`.
@@ -315,7 +302,7 @@ fn clean_frees_a_deleted_namespace_and_leaves_live_ones_running() {
     );
     assert_eq!(live["namespace"]["own"], false, "{live:#}");
     assert_eq!(live["claims"][0]["name"], "live", "{live:#}");
-    let human = host_slotctl(&env.root, &["status", "--all-namespaces"]);
+    let human = slotctl_at(&env.root, &["status", "--all-namespaces"]);
     assert!(human.status.success(), "{}", stderr(&human));
     let text = stdout(&human);
     assert!(
