@@ -241,7 +241,11 @@ pub const FLAG_CUSTOM_CHAIN: u32 = 1 << 1;
 pub struct RunTable {
     /// Positions in use: the walk runs `order[0..len]`.
     pub len: u8,
-    /// The slot at each position.
+    /// The slot at each position; the entries past `len` are 0. The
+    /// dispatcher relies on that: at its first run positions it tests the
+    /// entry before `len` (see `position!` in dispatcher-ebpf), so a
+    /// non-zero entry past the end may run. [`RunTable::from_slots`]
+    /// writes whole tables.
     pub order: [u8; SLOT_COUNT],
 }
 
@@ -529,5 +533,17 @@ mod tests {
         }
         assert_eq!(in_order_slot(6), 10);
         assert_eq!(in_order_slot(TAIL_CALL_SLOTS), SLOT_COUNT);
+    }
+
+    /// A table written over a longer one keeps no entry past its end: the
+    /// dispatcher's in-order test reads entries before `len`.
+    #[test]
+    fn a_table_written_over_a_longer_one_has_zeros_past_its_end() {
+        let mut c = Control::ZERO;
+        c.set_run_order(&[5, 7, 9, 11]);
+        c.set_run_order(&[0, 1]);
+        let t = c.tables[(c.current & 1) as usize];
+        assert_eq!(t.slots(), [0, 1]);
+        assert!(t.order[2..].iter().all(|&s| s == 0), "{:?}", t.order);
     }
 }
