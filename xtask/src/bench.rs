@@ -23,6 +23,11 @@ pub struct Args {
     /// Frames per measurement with --traffic (default 200000).
     #[arg(long, requires = "traffic")]
     pub frames: Option<u32>,
+    /// Measure the embedded dispatcher against another build of it (same
+    /// state layout), both filled by the benchmark, instead of the usual
+    /// comparisons.
+    #[arg(long, value_name = "DISPATCHER.o", conflicts_with_all = ["claims", "traffic", "write_docs"])]
+    pub against: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -58,6 +63,15 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(f) = &frames {
         cmd.extend(["--frames", f.as_str()]);
+    }
+    // cargo runs the benchmark from the workspace root: make the path
+    // absolute first.
+    let against = match &args.against {
+        Some(p) => Some(std::path::absolute(p)?.to_string_lossy().into_owned()),
+        None => None,
+    };
+    if let Some(a) = &against {
+        cmd.extend(["--against", a.as_str()]);
     }
     if args.write_docs {
         cmd.push("--write-docs");

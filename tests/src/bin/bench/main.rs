@@ -36,8 +36,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use dispatcher_common::{
-    Control, DEFAULT_PROCEED_ON, FLAG_CUSTOM_CHAIN, FLAG_STATS, MAX_TAIL_CALLS, SLOT_COUNT,
-    has_prog_array, names,
+    Control, DEFAULT_PROCEED_ON, FLAG_CUSTOM_CHAIN, FLAG_STATS, LAYOUT_VERSION, MAX_TAIL_CALLS,
+    SLOT_COUNT, has_prog_array, names,
 };
 use integration_tests::{layout1, progs, stress::Rng};
 
@@ -71,6 +71,9 @@ pub(crate) struct Args {
     pub write_docs: bool,
     /// Another build of the dispatcher to measure instead of the embedded one.
     object: Option<PathBuf>,
+    /// A build of the dispatcher (same state layout) to measure the
+    /// dispatcher against, in the same run, instead of the usual pairs.
+    against: Option<PathBuf>,
     /// Real frames through veth pairs instead of BPF_PROG_TEST_RUN.
     traffic: bool,
     /// Frames per measurement with `--traffic`.
@@ -83,6 +86,7 @@ fn parse_args() -> Result<Args> {
         call_ms: 25.0,
         write_docs: false,
         object: None,
+        against: None,
         traffic: false,
         frames: traffic::DEFAULT_FRAMES,
     };
@@ -107,9 +111,10 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--object" => args.object = Some(value()?.into()),
+            "--against" => args.against = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--rounds N (25)] [--call-ms MS per measurement (25)] [--object DISPATCHER.o] [--write-docs]\n       bench --traffic [--rounds N ({})] [--frames N per measurement ({})] [--write-docs]",
+                    "usage: bench [--rounds N (25)] [--call-ms MS per measurement (25)] [--object DISPATCHER.o] [--against DISPATCHER.o] [--write-docs]\n       bench --traffic [--rounds N ({})] [--frames N per measurement ({})] [--write-docs]",
                     traffic::DEFAULT_ROUNDS,
                     traffic::DEFAULT_FRAMES
                 );
@@ -118,8 +123,11 @@ fn parse_args() -> Result<Args> {
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    if args.traffic && args.object.is_some() {
-        bail!("--traffic measures the runtime's dispatcher only; drop --object");
+    if args.traffic && (args.object.is_some() || args.against.is_some()) {
+        bail!("--traffic measures the runtime's dispatcher only; drop --object and --against");
+    }
+    if args.write_docs && args.against.is_some() {
+        bail!("--write-docs records the usual pairs; drop --against");
     }
     Ok(args)
 }
@@ -144,6 +152,11 @@ fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
 struct Setup {
     /// `xdp_pass`: the bare baseline.
     pass: Ebpf,
+    /// `xdp_pass` loaded again: the control, whose ratio to `pass` is what
+    /// noise and the program's placement alone make of a ratio.
+    pass_again: Ebpf,
+    /// `xdp_floor`: the least an empty dispatcher that can tail-call costs.
+    floor: Ebpf,
     /// `xdp_pass` once per slot with a program array, each loaded on its
     /// own as every claim's program is: the i-th goes into the i-th such
     /// slot and the i-th call of a reference. (One program tail-called
@@ -157,6 +170,8 @@ struct Setup {
     /// The walk the run tables replaced (state layout 1: an active bitmap,
     /// slots in slot order), when a variant measures it.
     bitmap: Option<Ebpf>,
+    /// The build given with `--against`, filled like `disp`.
+    against: Option<Ebpf>,
     /// Reference dispatchers by number of calls.
     refs: Vec<(usize, Ebpf)>,
     /// libxdp's dispatcher by number of programs.
@@ -167,9 +182,18 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(object: &[u8], variants: &[Variant], frame: &[u8]) -> Result<Self> {
+    fn new(
+        object: &[u8],
+        against: Option<&[u8]>,
+        variants: &[Variant],
+        frame: &[u8],
+    ) -> Result<Self> {
         let mut pass = Ebpf::load(progs::bytes("xdp_pass"))?;
         load_xdp(&mut pass, "xdp_pass")?;
+        let mut pass_again = Ebpf::load(progs::bytes("xdp_pass"))?;
+        load_xdp(&mut pass_again, "xdp_pass")?;
+        let mut floor = Ebpf::load(progs::bytes("xdp_floor"))?;
+        load_xdp(&mut floor, "xdp_floor")?;
         let slot_passes = tail_call_slots()
             .iter()
             .map(|_| {
@@ -185,6 +209,21 @@ impl Setup {
             .load(object)
             .context("loading the dispatcher object")?;
         load_xdp(&mut disp, names::DISPATCHER)?;
+        let against = match against {
+            Some(object) => {
+                let mut a = EbpfLoader::new()
+                    .load(object)
+                    .context("loading the --against dispatcher object")?;
+                load_xdp(&mut a, names::DISPATCHER).with_context(|| {
+                    format!(
+                        "the --against object is not a build of this dispatcher \
+                         (state layout {LAYOUT_VERSION})"
+                    )
+                })?;
+                Some(a)
+            }
+            None => None,
+        };
         // Control::default() proceeds on XDP_PASS in every slot, as the
         // runtime's fresh dispatcher does.
         let mut refs = Vec::new();
@@ -225,15 +264,22 @@ impl Setup {
                     eprintln!("bench: {}: slots {:?}", placed::label(prios), p.slots);
                     placed.push(p);
                 }
-                Variant::Bare | Variant::Disp { .. } => {}
+                Variant::Bare
+                | Variant::BareAgain
+                | Variant::Floor
+                | Variant::Disp { .. }
+                | Variant::Against(_) => {}
             }
         }
         let mut setup = Self {
             pass,
+            pass_again,
+            floor,
             slot_passes,
             count,
             disp,
             bitmap,
+            against,
             refs,
             libxdp,
             placed,
@@ -256,7 +302,10 @@ impl Setup {
                 .map(|p| xdp(p, "xdp_pass")?.fd()?.try_clone().map_err(Into::into))
                 .collect::<Result<Vec<_>>>()?
         };
-        for disp in std::iter::once(&mut self.disp).chain(self.bitmap.as_mut()) {
+        for disp in std::iter::once(&mut self.disp)
+            .chain(self.bitmap.as_mut())
+            .chain(self.against.as_mut())
+        {
             for (fd, n) in fds.iter().zip(tail_call_slots()) {
                 let name = format!("{}{n}", names::SLOT_PROG_MAP_PREFIX);
                 let mut arr = ProgramArray::try_from(
@@ -295,8 +344,12 @@ impl Setup {
         self.fill_all(true)?;
         for v in variants {
             let expect = match v {
-                Variant::Bare | Variant::Libxdp(_) | Variant::Placed(_) => continue,
-                Variant::Disp { active, .. } => active.len() as u64,
+                Variant::Bare
+                | Variant::BareAgain
+                | Variant::Floor
+                | Variant::Libxdp(_)
+                | Variant::Placed(_) => continue,
+                Variant::Disp { active, .. } | Variant::Against(active) => active.len() as u64,
                 Variant::Bitmap(k) => *k as u64,
                 Variant::Ref(k) => *k as u64,
             };
@@ -313,15 +366,15 @@ impl Setup {
         self.fill_all(false)
     }
 
-    fn set_control(&mut self, active: &[usize], flags: u32) -> Result<()> {
+    /// Runs `active` in that order in `disp`, with `flags`.
+    fn set_control(disp: &mut Ebpf, active: &[usize], flags: u32) -> Result<()> {
         let mut c = Control {
             flags,
             ..Default::default()
         };
         c.set_run_order(active);
         let mut control: Array<_, Control> = Array::try_from(
-            self.disp
-                .map_mut(names::CONTROL_MAP)
+            disp.map_mut(names::CONTROL_MAP)
                 .ok_or_else(|| anyhow!("no CONTROL map"))?,
         )?;
         control.set(0, c, 0)?;
@@ -357,9 +410,19 @@ impl Setup {
         check_interrupted()?;
         let prog = match v {
             Variant::Bare => xdp(&self.pass, "xdp_pass")?,
+            Variant::BareAgain => xdp(&self.pass_again, "xdp_pass")?,
+            Variant::Floor => xdp(&self.floor, "xdp_floor")?,
             Variant::Disp { active, flags } => {
-                self.set_control(active, *flags)?;
+                Self::set_control(&mut self.disp, active, *flags)?;
                 xdp(&self.disp, names::DISPATCHER)?
+            }
+            Variant::Against(active) => {
+                let a = self
+                    .against
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("no --against dispatcher is loaded"))?;
+                Self::set_control(a, active, 0)?;
+                xdp(a, names::DISPATCHER)?
             }
             Variant::Bitmap(k) => {
                 self.set_bitmap(*k)?;
@@ -425,6 +488,10 @@ pub(crate) fn thread_cpu_ns() -> u64 {
 #[derive(Clone, PartialEq)]
 enum Variant {
     Bare,
+    /// The bare program loaded a second time.
+    BareAgain,
+    /// `xdp_floor`.
+    Floor,
     /// The benchmark's own dispatcher with these slots active.
     Disp {
         active: Vec<usize>,
@@ -438,6 +505,8 @@ enum Variant {
     /// The bitmap walk the run tables replaced, with the lowest `k` slots
     /// active.
     Bitmap(usize),
+    /// The `--against` build with these slots active, no flags.
+    Against(Vec<usize>),
 }
 
 impl Variant {
@@ -452,10 +521,16 @@ impl Variant {
         let plural = |k: usize| if k == 1 { "" } else { "s" };
         match self {
             Variant::Bare => "bare XDP_PASS program".into(),
+            Variant::BareAgain => "bare XDP_PASS program (control: loaded again)".into(),
+            Variant::Floor => "floor: empty path of a program that can tail-call".into(),
             Variant::Ref(k) => format!("reference, {k} call{}", plural(*k)),
             Variant::Libxdp(k) => format!("libxdp dispatcher, {k} program{}", plural(*k)),
             Variant::Placed(prios) => placed::label(prios),
             Variant::Bitmap(k) => format!("bitmap walk (layout 1), {k} active (lowest)"),
+            Variant::Against(active) => {
+                let d = Variant::disp(active.iter().copied(), 0).label();
+                d.replacen("dispatcher", "--against build", 1)
+            }
             Variant::Disp { active, flags } => {
                 let k = active.len();
                 let lowest = active[..] == tail_call_slots()[..k];
@@ -497,6 +572,27 @@ fn tail_call_slots() -> Vec<usize> {
     (0..SLOT_COUNT).filter(|&n| has_prog_array(n)).collect()
 }
 
+/// With `--against`: the dispatcher against the other build, both filled
+/// by the benchmark, on the walk's paths (empty, in-order positions, the
+/// tree, past the inlined positions).
+fn against_pairs() -> Vec<Pair> {
+    let tc = tail_call_slots();
+    let spread: Vec<usize> = (0..10).map(|i| tc[i * (tc.len() - 1) / 9]).collect();
+    let mut sets: Vec<Vec<usize>> = [0, 1, 5, 10, MAX_TAIL_CALLS]
+        .iter()
+        .map(|&k| tc[..k].to_vec())
+        .collect();
+    sets.push(spread);
+    sets.into_iter()
+        .map(|active| Pair {
+            variant: Variant::disp(active.iter().copied(), 0),
+            baseline: Variant::Against(active),
+            target: None,
+            samples: Vec::new(),
+        })
+        .collect()
+}
+
 /// The comparisons. `with_runtime`: include the runtime's dispatchers
 /// (not with `--object`, which the runtime does not load).
 fn pairs(with_runtime: bool) -> Vec<Pair> {
@@ -517,6 +613,9 @@ fn pairs(with_runtime: bool) -> Vec<Pair> {
             Variant::Bare,
             Some(EMPTY_TARGET),
         ));
+        // What the empty target asks of the kernel's JIT: the floor against
+        // bare, the dispatcher against the floor.
+        v.push(pair(Variant::Placed(vec![]), Variant::Floor, None));
         for k in [1, 5, 10] {
             v.push(pair(
                 Variant::Placed(placed::spread(k)),
@@ -546,6 +645,8 @@ fn pairs(with_runtime: bool) -> Vec<Pair> {
     // with the lowest k slots active, and the reference (a regenerated
     // dispatcher built here that makes the same tail calls as the slots)
     // against the real libxdp.
+    v.push(pair(Variant::Floor, Variant::Bare, None));
+    v.push(pair(Variant::BareAgain, Variant::Bare, None));
     v.push(pair(Variant::Libxdp(0), Variant::Bare, None));
     v.push(pair(Variant::Bitmap(10), Variant::Libxdp(10), None));
     v.push(pair(Variant::disp([], 0), Variant::Bare, None));
@@ -791,7 +892,10 @@ fn main() {
 fn run(args: &Args) -> Result<()> {
     let rounds = args.rounds.unwrap_or(25);
     let started = Instant::now();
-    let mut pairs = pairs(args.object.is_none());
+    let mut pairs = match args.against {
+        Some(_) => against_pairs(),
+        None => pairs(args.object.is_none()),
+    };
     let mut variants: Vec<Variant> = Vec::new();
     for p in &pairs {
         for v in [&p.variant, &p.baseline] {
@@ -808,7 +912,11 @@ fn run(args: &Args) -> Result<()> {
         bail!("--write-docs records the embedded dispatcher only; drop --object");
     }
     let frame = integration_tests::frames::udp();
-    let mut setup = Setup::new(&object, &variants, &frame)?;
+    let against = match &args.against {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let mut setup = Setup::new(&object, against.as_deref(), &variants, &frame)?;
     setup.verify(&variants, &frame)?;
 
     // Calibration (also the warm-up): a repeat count per variant that makes
