@@ -572,17 +572,24 @@ fn tail_call_slots() -> Vec<usize> {
     (0..SLOT_COUNT).filter(|&n| has_prog_array(n)).collect()
 }
 
+/// Ten slots with a program array spread from the first to the last (0,
+/// 10, .., 97): the most byte groups to test, every position through the
+/// tree.
+fn spread_slots() -> Vec<usize> {
+    let tc = tail_call_slots();
+    (0..10).map(|i| tc[i * (tc.len() - 1) / 9]).collect()
+}
+
 /// With `--against`: the dispatcher against the other build, both filled
 /// by the benchmark, on the walk's paths (empty, in-order positions, the
 /// tree, past the inlined positions).
 fn against_pairs() -> Vec<Pair> {
     let tc = tail_call_slots();
-    let spread: Vec<usize> = (0..10).map(|i| tc[i * (tc.len() - 1) / 9]).collect();
     let mut sets: Vec<Vec<usize>> = [0, 1, 5, 10, MAX_TAIL_CALLS]
         .iter()
         .map(|&k| tc[..k].to_vec())
         .collect();
-    sets.push(spread);
+    sets.push(spread_slots());
     sets.into_iter()
         .map(|active| Pair {
             variant: Variant::disp(active.iter().copied(), 0),
@@ -669,8 +676,11 @@ fn pairs(with_runtime: bool) -> Vec<Pair> {
         Variant::Libxdp(1),
         None,
     ));
-    let spread = (0..10).map(|i| tc[i * (tc.len() - 1) / 9]);
-    v.push(pair(Variant::disp(spread, 0), Variant::Libxdp(10), None));
+    v.push(pair(
+        Variant::disp(spread_slots(), 0),
+        Variant::Libxdp(10),
+        None,
+    ));
     for k in [10, MAX_TAIL_CALLS] {
         v.push(pair(
             Variant::disp(lowest(k), FLAG_STATS),
@@ -889,6 +899,11 @@ fn main() {
     }
 }
 
+/// A dispatcher object given on the command line.
+fn read_object(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
 fn run(args: &Args) -> Result<()> {
     let rounds = args.rounds.unwrap_or(25);
     let started = Instant::now();
@@ -905,7 +920,7 @@ fn run(args: &Args) -> Result<()> {
         }
     }
     let object = match &args.object {
-        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => read_object(p)?,
         None => slots_runtime::DISPATCHER.to_vec(),
     };
     if args.write_docs && args.object.is_some() {
@@ -913,7 +928,7 @@ fn run(args: &Args) -> Result<()> {
     }
     let frame = integration_tests::frames::udp();
     let against = match &args.against {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => Some(read_object(p)?),
         None => None,
     };
     let mut setup = Setup::new(&object, against.as_deref(), &variants, &frame)?;
